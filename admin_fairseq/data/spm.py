@@ -1,0 +1,93 @@
+"""Joint sentencepiece model for a parallel corpus, and encoding of its splits.
+
+    python -m admin_fairseq.data.spm --data data/bible-en-fr --src en --tgt fr --vocab-size 8000
+
+learns ``spm.model`` on the training text of both languages and writes the encoded splits
+to ``{data}/spm/{split}.{lang}``, ready for ``fairseq-preprocess --joined-dictionary``.
+Re-running reuses a finished model and finished files.
+"""
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+SPLITS = ("train", "valid", "test")
+
+
+def _line_count(path):
+    with open(path, encoding="utf-8") as f:
+        return sum(1 for _ in f)
+
+
+def train_and_encode(data_dir, src, tgt, vocab_size=8000, splits=SPLITS, log=print):
+    """Learn ``{data_dir}/spm.model`` (if absent) and encode the splits; return line counts."""
+    import sentencepiece as spm
+
+    data_dir = Path(data_dir)
+    model_prefix = data_dir / "spm"
+    model_path = data_dir / "spm.model"
+    settings_path = data_dir / "spm.json"
+    settings = {"vocab_size": vocab_size, "src": src, "tgt": tgt}
+    if model_path.exists() and settings_path.exists():
+        if json.loads(settings_path.read_text()) != settings:
+            raise ValueError(
+                f"{model_path} was learned with other settings "
+                f"({settings_path.read_text().strip()}); remove it or use another folder"
+            )
+    else:
+        inputs = [str(data_dir / f"train.{lang}") for lang in (src, tgt)]
+        log(f"learning a joint sentencepiece model ({vocab_size} pieces) on {', '.join(inputs)}")
+        spm.SentencePieceTrainer.train(
+            input=",".join(inputs),
+            model_prefix=str(model_prefix),
+            vocab_size=vocab_size,
+            character_coverage=1.0,
+            model_type="unigram",
+            input_sentence_size=2_000_000,
+            shuffle_input_sentence=True,
+            num_threads=os.cpu_count() or 1,
+            minloglevel=2,
+        )
+        settings_path.write_text(json.dumps(settings) + "\n")
+    processor = spm.SentencePieceProcessor(model_file=str(model_path))
+    out_dir = data_dir / "spm"
+    out_dir.mkdir(exist_ok=True)
+    counts = {}
+    for split in splits:
+        for lang in (src, tgt):
+            raw, encoded = data_dir / f"{split}.{lang}", out_dir / f"{split}.{lang}"
+            if not raw.exists():
+                raise FileNotFoundError(f"{raw} is missing; prepare the corpus first")
+            if not encoded.exists() or encoded.stat().st_mtime < raw.stat().st_mtime:
+                tmp = encoded.with_suffix(encoded.suffix + ".tmp")
+                with open(raw, encoding="utf-8") as fin, open(tmp, "w", encoding="utf-8") as fout:
+                    for line in fin:
+                        fout.write(" ".join(processor.encode(line.rstrip("\n"), out_type=str)))
+                        fout.write("\n")
+                os.replace(tmp, encoded)
+            counts[f"spm/{split}.{lang}"] = _line_count(encoded)
+        if counts[f"spm/{split}.{src}"] != counts[f"spm/{split}.{tgt}"]:
+            raise ValueError(
+                f"{split}.{src} and {split}.{tgt} have different line counts "
+                f"({counts[f'spm/{split}.{src}']} vs {counts[f'spm/{split}.{tgt}']})"
+            )
+    log(", ".join(f"{name} {n}" for name, n in counts.items()))
+    return counts
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True, help="folder with {train,valid,test}.{lang}")
+    parser.add_argument("--src", required=True)
+    parser.add_argument("--tgt", required=True)
+    parser.add_argument("--vocab-size", type=int, default=8000)
+    args = parser.parse_args(argv)
+    try:
+        train_and_encode(args.data, args.src, args.tgt, args.vocab_size)
+    except (ValueError, FileNotFoundError) as err:
+        parser.exit(2, f"error: {err}\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""fairseq modules (layers) used by admin_fairseq's models."""

@@ -1,0 +1,93 @@
+"""fairseq Transformer layers whose residual connections are Admin's ``omega * x + f(x)``.
+
+fairseq's layers call ``self.residual_connection(x, residual)`` once per sub-layer, right
+before the Post-LN LayerNorm; in the decoder one hook serves all three sub-layers. The layers
+below override ``forward`` only to queue the sub-layers' omegas in the order the parent's
+forward reaches them (self-attention, cross-attention when it runs, FFN), and the hook takes
+the next one. Everything else, including activation checkpointing (which re-runs ``forward``),
+is fairseq's own code.
+"""
+
+from fairseq.modules.transformer_layer import (
+    TransformerDecoderLayerBase,
+    TransformerEncoderLayerBase,
+)
+
+from admin_fairseq.core.residual import OmegaResidual
+
+
+class _OmegaQueue:
+    """Hands out the omegas of one forward pass in order, and checks the count."""
+
+    def __init__(self, residuals):
+        self._residuals = residuals
+        self._next = 0
+
+    def pop(self):
+        if self._next >= len(self._residuals):
+            raise RuntimeError(
+                "admin_fairseq: a fairseq Transformer layer called residual_connection() "
+                f"more than the {len(self._residuals)} times expected; this fairseq version "
+                "is not supported by admin_fairseq's layers"
+            )
+        residual = self._residuals[self._next]
+        self._next += 1
+        return residual
+
+    def check_all_used(self):
+        if self._next != len(self._residuals):
+            raise RuntimeError(
+                f"admin_fairseq: expected {len(self._residuals)} residual connections in a "
+                f"fairseq Transformer layer, saw {self._next}; this fairseq version is not "
+                "supported by admin_fairseq's layers"
+            )
+
+
+class AdminEncoderLayer(TransformerEncoderLayerBase):
+    """Post-LN encoder layer with ``LN(omega * x + f(x))`` for self-attention and FFN."""
+
+    def __init__(self, cfg, omega_init, as_parameter=False, return_fc=False):
+        super().__init__(cfg, return_fc=return_fc)
+        dim = cfg.encoder.embed_dim
+        self.self_attn_residual = OmegaResidual(omega_init, as_parameter, dim)
+        self.ffn_residual = OmegaResidual(omega_init, as_parameter, dim)
+        self._omega_queue = None
+
+    def forward(self, x, encoder_padding_mask, attn_mask=None):
+        self._omega_queue = _OmegaQueue((self.self_attn_residual, self.ffn_residual))
+        out = super().forward(x, encoder_padding_mask, attn_mask=attn_mask)
+        self._omega_queue.check_all_used()
+        return out
+
+    def residual_connection(self, x, residual):
+        # fairseq passes the branch output first and the skip branch second.
+        return self._omega_queue.pop()(residual, x)
+
+
+class AdminDecoderLayer(TransformerDecoderLayerBase):
+    """Post-LN decoder layer with its own omega for self-attention, cross-attention and FFN."""
+
+    def __init__(self, cfg, omega_init, as_parameter=False, no_encoder_attn=False):
+        super().__init__(cfg, no_encoder_attn=no_encoder_attn)
+        dim = cfg.decoder.embed_dim
+        self.self_attn_residual = OmegaResidual(omega_init, as_parameter, dim)
+        if self.encoder_attn is not None:
+            self.encoder_attn_residual = OmegaResidual(omega_init, as_parameter, dim)
+        else:
+            self.encoder_attn_residual = None
+        self.ffn_residual = OmegaResidual(omega_init, as_parameter, dim)
+        self._omega_queue = None
+
+    def forward(self, x, encoder_out=None, *args, **kwargs):
+        # The parent runs cross-attention only when both the module and encoder_out exist.
+        if self.encoder_attn is not None and encoder_out is not None:
+            order = (self.self_attn_residual, self.encoder_attn_residual, self.ffn_residual)
+        else:
+            order = (self.self_attn_residual, self.ffn_residual)
+        self._omega_queue = _OmegaQueue(order)
+        out = super().forward(x, encoder_out, *args, **kwargs)
+        self._omega_queue.check_all_used()
+        return out
+
+    def residual_connection(self, x, residual):
+        return self._omega_queue.pop()(residual, x)

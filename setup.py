@@ -1,0 +1,31 @@
+"""admin-fairseq: Admin initialisation for deep Post-LN Transformers, as a fairseq plugin.
+
+Set-up on a fresh machine goes through ``scripts/setup_env.sh`` (see the README): fairseq
+must be built with ``--no-build-isolation`` against the torch already installed, which pip
+cannot express in install_requires alone.
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="admin-fairseq",
+    version="0.1.0",
+    description="Admin (Adaptive Model Initialization) for deep Post-LN Transformers in fairseq",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.9",
+    packages=find_packages(include=["admin_fairseq", "admin_fairseq.*"]),
+    install_requires=[
+        # Any torch >= 2.0 works: CPU build or the CUDA build a GPU user already has.
+        "torch>=2.0",
+        # fairseq 0.12.2 does not import on Python 3.11; this fork does.
+        "fairseq-fixed==0.12.3.1",
+        "sacrebleu>=2.0",
+        "sentencepiece",
+    ],
+    extras_require={
+        "plots": ["matplotlib"],
+        "test": ["pytest", "matplotlib"],
+    },
+)

@@ -1,0 +1,64 @@
+"""Shared helpers. Every path is resolved from this file, so the tests run from any folder."""
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+USER_DIR = REPO / "admin_fairseq"
+
+logging.getLogger("fairseq").setLevel(logging.WARNING)
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+def cli_path(name):
+    """The fairseq console script next to the running interpreter (the project's venv)."""
+    local = Path(sys.executable).parent / name
+    if local.exists():
+        return str(local)
+    found = shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(f"{name} not found next to {sys.executable} or on PATH")
+    return found
+
+
+def run_cli(name, *args, cwd, check=True, timeout=900):
+    """Run a fairseq console script (or ``python -m`` when ``name`` starts with ``-m``)."""
+    if name.startswith("-m "):
+        cmd = [sys.executable, "-m", name[3:], *map(str, args)]
+    else:
+        cmd = [cli_path(name), *map(str, args)]
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
+    result = subprocess.run(
+        cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} exited {result.returncode}\n--- output (tail) ---\n"
+            f"{(result.stdout + result.stderr)[-6000:]}"
+        )
+    return result
+
+
+@pytest.fixture(scope="session")
+def dict_dir(tmp_path_factory):
+    """A joined en/fr dictionary of 60 made-up words: enough to build models in memory."""
+    path = tmp_path_factory.mktemp("dict")
+    words = "".join(f"w{i} {1000 - i}\n" for i in range(60))
+    for lang in ("en", "fr"):
+        (path / f"dict.{lang}.txt").write_text(words)
+    return path

@@ -1,0 +1,46 @@
+"""Build fairseq models in memory through fairseq's own argument parsing."""
+
+import torch
+from fairseq import options, tasks
+from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+from conftest import USER_DIR
+
+SMALL = [
+    "--encoder-embed-dim", "16", "--decoder-embed-dim", "16",
+    "--encoder-ffn-embed-dim", "32", "--decoder-ffn-embed-dim", "32",
+    "--encoder-attention-heads", "2", "--decoder-attention-heads", "2",
+]  # fmt: skip
+
+
+def parse(data_dir, *flags):
+    parser = options.get_training_parser()
+    argv = [str(data_dir), "--user-dir", str(USER_DIR), "-s", "en", "-t", "fr", *flags]
+    return options.parse_args_and_arch(parser, argv)
+
+
+def build(data_dir, *flags, seed=1):
+    """Return ``(model, task)`` built as fairseq-train would, with ``seed`` set first."""
+    cfg = convert_namespace_to_omegaconf(parse(data_dir, *flags))
+    task = tasks.setup_task(cfg.task)
+    torch.manual_seed(seed)
+    model = task.build_model(cfg.model)
+    return model, task
+
+
+def sample_batch(task, batch=3, src_len=7, tgt_len=5, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    vocab = len(task.source_dictionary)
+    first = task.source_dictionary.nspecial
+    src = torch.randint(first, vocab, (batch, src_len), generator=gen)
+    prev = torch.randint(first, vocab, (batch, tgt_len), generator=gen)
+    prev[:, 0] = task.target_dictionary.eos()
+    lengths = torch.full((batch,), src_len, dtype=torch.long)
+    return src, lengths, prev
+
+
+def forward(model, batch, seed=123):
+    torch.manual_seed(seed)  # same dropout masks for models that consume RNG alike
+    src, lengths, prev = batch
+    logits, _ = model(src, lengths, prev)
+    return logits
