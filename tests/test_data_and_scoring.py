@@ -1,0 +1,45 @@
+"""Data cleaning/splitting and the scoring helpers, without downloads."""
+
+import pytest
+
+from admin_fairseq.data.bible import clean_verse, parse_pair, split_pairs
+from admin_fairseq.evaluation import read_hypotheses, score
+
+
+def test_clean_verse():
+    assert clean_verse("(7:26) L'Éternel dit à Moïse:  Va") == "L'Éternel dit à Moïse: Va"
+    assert clean_verse("God`s Spirit, [even] an offering") == "God's Spirit, even an offering"
+    assert clean_verse("   ") == ""
+
+
+def test_split_holds_out_the_test_book():
+    pairs = [(b, 1, v, f"s{b}.{v}", f"t{b}.{v}") for b in (1, 2, 41, 42) for v in range(50)]
+    splits = split_pairs(pairs, test_book=41, valid_size=10, train_size=100, test_size=20)
+    assert [p[0] for p in splits["test"]] == [41] * 20
+    assert len(splits["valid"]) == 10 and len(splits["train"]) == 100
+    assert all(p[0] != 41 for p in splits["train"] + splits["valid"])
+    assert not set(splits["train"]) & set(splits["valid"])
+    assert splits == split_pairs(pairs, 41, 10, 100, 20)  # deterministic
+
+
+def test_parse_pair():
+    assert parse_pair("en-de") == ("en", "de")
+    with pytest.raises(ValueError, match="--pair must look like SRC-TGT"):
+        parse_pair("en")
+
+
+def test_read_hypotheses_orders_and_checks_coverage():
+    out = ["S-1\tsrc", "D-1\t-0.5\tsecond", "H-0\t-0.1\t▁first", "D-0\t-0.1\tfirst", "P-0\t-1"]
+    assert read_hypotheses(out, 2) == ["first", "second"]
+    assert read_hypotheses(out[2:3], 1, prefix="H") == ["▁first"]
+    with pytest.raises(ValueError, match="translated 2 of 3 sentences .*--required-batch-size-multiple 1"):
+        read_hypotheses(out, 3)
+
+
+def test_score_is_sacrebleu():
+    refs = ["the cat sat on the mat", "a dog barked loudly"]
+    perfect = score(refs, refs)
+    assert perfect["bleu"] == pytest.approx(100.0)
+    assert score(["x y z", "q"], refs)["bleu"] < 5.0
+    with pytest.raises(ValueError, match="must align"):
+        score(["one"], refs)
