@@ -74,3 +74,14 @@ def calculate_init(num_res_layers, output_change_scale="O(logn)"):
         return math.sqrt(num_res_layers)
     n_plus_1 = num_res_layers + 1
     return math.sqrt(n_plus_1 / math.log(n_plus_1) - 1.0)
+
+
+def omega_table(layer_counts=(12, 18, 36, 120, 180, 300)):
+    """A Markdown table of omega for each number of residual sub-layers and each scale."""
+    lines = ["| N (sub-layers per stack) | " + " | ".join(OUTPUT_CHANGE_SCALES) + " |",
+             "|---|" + "---|" * len(OUTPUT_CHANGE_SCALES)]  # fmt: skip
+    for n in layer_counts:
+        values = " | ".join(f"{calculate_init(n, s):.4f}" for s in OUTPUT_CHANGE_SCALES)
+        lines.append(f"| {n} | {values} |")
+    return "\n".join(lines)
+

@@ -1,0 +1,46 @@
+"""Keep the README from drifting away from the code."""
+
+import re
+import subprocess
+import sys
+
+from fairseq.models import ARCH_MODEL_REGISTRY
+
+from admin_fairseq.core.omega import omega_table
+
+from conftest import REPO
+
+README = (REPO / "README.md").read_text(encoding="utf-8")
+
+
+def _code_blocks(language):
+    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
+
+
+def test_python_example_runs_and_prints_what_it_says():
+    (block,) = _code_blocks("python")
+    result = subprocess.run(
+        [sys.executable, "-c", block], cwd=REPO, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == ["torch.Size([5, 32])", "2.6013"]
+
+
+def test_omega_table_is_the_scripts_output():
+    rows = [12, 18, 24, 36, 54, 120, 200, 300]
+    assert f"python scripts/omega_table.py {' '.join(map(str, rows))}" in README
+    assert omega_table(rows) in README
+
+
+def test_every_preset_is_documented_and_every_documented_arch_exists():
+    ours = {a for a, m in ARCH_MODEL_REGISTRY.items() if m.__module__.startswith("admin_fairseq")}
+    documented = set(re.findall(r"`(transformer_admin\w*)`", README))
+    assert ours == documented
+    for arch in re.findall(r"--arch (\S+)", README):
+        if not arch.endswith("..."):
+            assert arch in ARCH_MODEL_REGISTRY, arch
+
+
+def test_every_admin_flag_is_documented():
+    for flag in ("--admin-init", "--admin-output-change-scale", "--admin-as-parameter"):
+        assert f"| `{flag}` |" in README
