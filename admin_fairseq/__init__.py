@@ -11,6 +11,7 @@ from admin_fairseq.core import (  # noqa: F401
     as_module,
     as_parameter,
     calculate_init,
+    reinmax,
 )
 
 __version__ = "0.1.0"

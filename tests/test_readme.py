@@ -17,13 +17,23 @@ def _code_blocks(language):
     return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
 
 
-def test_python_example_runs_and_prints_what_it_says():
-    (block,) = _code_blocks("python")
+def _run(block):
     result = subprocess.run(
         [sys.executable, "-c", block], cwd=REPO, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split("\n")[:2] == ["torch.Size([5, 32])", "2.6013"]
+    return result.stdout.splitlines()
+
+
+def test_python_examples_run_and_print_what_they_say():
+    admin_example, reinmax_example = _code_blocks("python")
+    assert _run(admin_example) == ["torch.Size([5, 32])", "2.6013"]
+    assert _run(reinmax_example) == ["True torch.Size([8, 10])"]
+
+
+def test_reinmax_table_is_the_scripts_output():
+    table = (REPO / "results" / "reinmax" / "results.md").read_text(encoding="utf-8")
+    assert table in README
 
 
 def test_omega_table_is_the_scripts_output():
