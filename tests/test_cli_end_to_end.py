@@ -17,6 +17,7 @@ from fairseq import checkpoint_utils
 from admin_fairseq.core import calculate_init
 from admin_fairseq.evaluation import read_hypotheses, score
 
+from conftest import BIBLE_TEST_SIZE as TEST_SIZE
 from conftest import USER_DIR, run_cli
 
 LAYERS = 6
@@ -37,23 +38,6 @@ OPTIM = [
 ]  # fmt: skip
 FIRST_RUN_UPDATES = 300
 RESUMED_UPDATES = 400
-TEST_SIZE = 100
-
-
-@pytest.fixture(scope="module")
-def bible(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bible")
-    raw, binary = root / "raw", root / "bin"
-    run_cli("-m admin_fairseq.data.bible", "--pair", "en-fr", "--out", raw, "--train-size",
-            "3000", "--valid-size", "100", "--test-size", TEST_SIZE, cwd=root)  # fmt: skip
-    run_cli("-m admin_fairseq.data.spm", "--data", raw, "--src", "en", "--tgt", "fr",
-            "--vocab-size", "1000", cwd=root)  # fmt: skip
-    spm = raw / "spm"
-    run_cli("fairseq-preprocess", "--source-lang", "en", "--target-lang", "fr",
-            "--trainpref", spm / "train", "--validpref", spm / "valid", "--testpref",
-            spm / "test", "--destdir", binary, "--joined-dictionary", "--workers", "2",
-            cwd=root)  # fmt: skip
-    return {"root": root, "raw": raw, "bin": binary}
 
 
 def _train(bible, save_dir, max_update, *extra):

@@ -1,0 +1,252 @@
+"""Export a trained Admin model as a plain fairseq ``transformer`` checkpoint.
+
+Every Admin sub-layer computes ``LN(omega * x + f(x))``, where ``x`` is the output of the
+previous normalisation (a LayerNorm, or the embeddings for the first sub-layer of a stack).
+Two exact rewrites remove omega:
+
+* **Through the preceding LayerNorm** (scalar or per-dimension omega): multiply that
+  LayerNorm's weight and bias by omega, so that it outputs ``omega * x``, which is then the
+  plain skip branch; divide the input columns of the branch's first linear layers by omega
+  (q/k/v for self-attention, q only for cross-attention, fc1 for the FFN), so that ``f``
+  sees ``x`` as before. The preceding LayerNorm's output feeds nothing else, so nothing
+  else changes.
+* **Into the embeddings**, for the first sub-layer of a stack when there is no
+  ``--layernorm-embedding``: scale the token and learned positional embeddings by omega.
+  Impossible with sinusoidal positions (not parameters) or tied embeddings (the same matrix
+  also serves the other stack or the output projection).
+
+Where neither applies and omega is a scalar, the first sub-layer uses the identity
+``LN(omega*x + f) = LN_eps'(x + f/omega)`` with ``eps' = eps/omega^2``: divide the branch's
+last linear layer (``out_proj``) by omega. A plain ``transformer`` keeps ``eps`` at 1e-5, so
+this one step is exact only up to that eps change, and the export reports it. With a
+per-dimension omega there is no such identity, and the export refuses, saying what to train
+with instead.
+"""
+
+import copy
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+ADMIN_KEY_SUFFIX = "_residual.omega"
+
+
+class ExportError(ValueError):
+    """The checkpoint cannot be rewritten as a plain transformer; the message says why."""
+
+
+@dataclass
+class ExportReport:
+    output: str
+    steps: list = field(default_factory=list)  # one line per sub-layer fold
+    approximate: list = field(default_factory=list)  # sub-layers exact only up to eps
+    max_abs_diff: float = None  # of the decoder's log-probabilities on a sample batch
+
+
+def _sublayers(args, side):
+    """[(layer, name, input projections, preceding LayerNorm key or None)] for a stack, in
+    order. The LayerNorm key is None for the first sub-layer when there is no
+    layernorm_embedding (its input is the embeddings)."""
+    layers = getattr(args, f"{side}_layers")
+    has_cross = side == "decoder" and not getattr(args, "no_cross_attention", False)
+    emb_ln = f"{side}.layernorm_embedding" if getattr(args, "layernorm_embedding", False) else None
+    out, previous = [], emb_ln
+    for i in range(layers):
+        p = f"{side}.layers.{i}"
+        attn = [f"{p}.self_attn.{x}_proj" for x in "qkv"]
+        out.append((i, "self_attn", attn, previous, f"{p}.self_attn.out_proj"))
+        previous = f"{p}.self_attn_layer_norm"
+        if has_cross:
+            out.append((i, "encoder_attn", [f"{p}.encoder_attn.q_proj"], previous,
+                        f"{p}.encoder_attn.out_proj"))  # fmt: skip
+            previous = f"{p}.encoder_attn_layer_norm"
+        out.append((i, "ffn", [f"{p}.fc1"], previous, f"{p}.fc2"))
+        previous = f"{p}.final_layer_norm"
+    return out
+
+
+def _embedding_blocker(args, side):
+    """Why omega cannot be folded into this stack's embeddings, or None if it can."""
+    learned = getattr(args, f"{side}_learned_pos", False)
+    if not learned and not getattr(args, "no_token_positional_embeddings", False):
+        return "its positions are sinusoidal (fixed, not parameters)"
+    if getattr(args, "share_all_embeddings", False):
+        return "the encoder and decoder share one embedding matrix (--share-all-embeddings)"
+    if side == "decoder" and getattr(args, "share_decoder_input_output_embed", False):
+        return ("the decoder's input embeddings are tied to its output projection "
+                "(--share-decoder-input-output-embed)")  # fmt: skip
+    if side == "decoder" and getattr(args, "decoder_input_dim", None) not in (
+        None, getattr(args, "decoder_embed_dim", None),
+    ):  # fmt: skip
+        return "the decoder projects its input embeddings (--decoder-input-dim)"
+    if getattr(args, "adaptive_input", False):
+        return "it uses adaptive input embeddings"
+    return None
+
+
+def fold_omegas(state_dict, args):
+    """Return ``(new_state_dict, steps, approximate)``: the weights of a plain transformer
+    computing the same function, without any ``*_residual.omega`` entry."""
+    sd = {k: v.clone() for k, v in state_dict.items()}
+    steps, approximate = [], []
+    for side in ("encoder", "decoder"):
+        for i, name, inputs, norm, last_linear in _sublayers(args, side):
+            key = f"{side}.layers.{i}.{name}_residual.omega"
+            if key not in sd:
+                raise ExportError(f"{key} is missing from the checkpoint; is it an Admin model?")
+            omega = sd.pop(key).float()
+            where = f"{side} layer {i} {name}"
+            if norm is not None:
+                sd[f"{norm}.weight"] = sd[f"{norm}.weight"] * omega
+                sd[f"{norm}.bias"] = sd[f"{norm}.bias"] * omega
+                for linear in inputs:
+                    sd[f"{linear}.weight"] = sd[f"{linear}.weight"] / omega
+                steps.append(f"{where}: omega folded into {norm} and {', '.join(inputs)}")
+                continue
+            blocker = _embedding_blocker(args, side)
+            if blocker is None:
+                sd[f"{side}.embed_tokens.weight"] = sd[f"{side}.embed_tokens.weight"] * omega
+                pos = f"{side}.embed_positions.weight"
+                if pos in sd:
+                    sd[pos] = sd[pos] * omega
+                for linear in inputs:
+                    sd[f"{linear}.weight"] = sd[f"{linear}.weight"] / omega
+                steps.append(f"{where}: omega folded into the {side} embeddings and {', '.join(inputs)}")
+            elif omega.numel() == 1:
+                sd[f"{last_linear}.weight"] = sd[f"{last_linear}.weight"] / omega
+                sd[f"{last_linear}.bias"] = sd[f"{last_linear}.bias"] / omega
+                ln = f"{side}.layers.{i}.{name}_layer_norm"
+                value = omega.item()
+                approximate.append(
+                    f"{where}: omega = {value:.4f} folded into {last_linear}; exact with "
+                    f"{ln} eps = {1e-5 / value**2:.3g}, the plain model keeps 1e-5"
+                )
+                steps.append(approximate[-1])
+            else:
+                raise ExportError(
+                    f"cannot fold the per-dimension omega of the first {side} sub-layer: "
+                    f"there is no LayerNorm before it (the model was trained without "
+                    f"--layernorm-embedding) and the embeddings cannot absorb it because "
+                    f"{blocker}. Train with --layernorm-embedding (recommended), or without "
+                    f"--admin-as-parameter (scalar omega), or with learned positions and "
+                    f"untied embeddings."
+                )
+    leftover = [k for k in sd if k.endswith(ADMIN_KEY_SUFFIX)]
+    if leftover:
+        raise ExportError(f"unexpected omega entries left after folding: {leftover[:4]}")
+    return sd, steps, approximate
+
+
+def plain_model_args(args):
+    """The model configuration of the exported checkpoint: fairseq's ``transformer`` with
+    every dimension explicit, as a plain dict (loadable with torch's weights_only)."""
+    plain = {k: v for k, v in vars(args).items() if not k.startswith("admin_")}
+    plain["arch"] = plain["_name"] = "transformer"
+    plain.pop("user_dir", None)
+    return plain
+
+
+def _atomic_save(obj, path):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def export_checkpoint(input_path, output_path):
+    """Rewrite an Admin checkpoint as a plain ``transformer`` one. Writes nothing and raises
+    :class:`ExportError` when the model cannot be folded."""
+    from fairseq import checkpoint_utils  # the export needs fairseq; the core does not
+
+    state = checkpoint_utils.load_checkpoint_to_cpu(str(input_path))
+    cfg = state.get("cfg")
+    if cfg is None or cfg.get("model") is None:
+        raise ExportError(f"{input_path} has no model configuration (cfg.model)")
+    args = cfg["model"]
+    if not str(getattr(args, "arch", "")).startswith("transformer_admin"):
+        raise ExportError(
+            f"{input_path} holds a {getattr(args, 'arch', '?')!r} model, not transformer_admin"
+        )
+    if getattr(args, "encoder_normalize_before", False) or getattr(args, "decoder_normalize_before", False):
+        raise ExportError("Pre-LN models have no omega to fold")
+    if getattr(args, "admin_init", False):
+        model_sd, steps, approximate = fold_omegas(state["model"], args)
+    else:
+        model_sd, steps, approximate = dict(state["model"]), ["Admin was off: weights copied"], []
+    out_cfg = {k: v for k, v in _to_container(cfg).items() if k != "model"}
+    out_cfg["model"] = plain_model_args(args)
+    if isinstance(out_cfg.get("common"), dict):
+        out_cfg["common"]["user_dir"] = None
+    exported = {
+        "args": None,
+        "cfg": out_cfg,
+        "model": model_sd,
+        "optimizer_history": copy.deepcopy(state.get("optimizer_history", [])),
+        "extra_state": {"exported_from": str(input_path)},
+    }
+    _atomic_save(exported, output_path)
+    return ExportReport(output=str(output_path), steps=steps, approximate=approximate)
+
+
+def _to_container(cfg):
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_config(cfg):
+        return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    return dict(cfg)
+
+
+def _load(path, data):
+    from fairseq import checkpoint_utils
+
+    overrides = {"data": str(data)} if data is not None else None
+    models, cfg, task = checkpoint_utils.load_model_ensemble_and_task(
+        [str(path)], arg_overrides=overrides
+    )
+    model = models[0].eval()
+    return model, cfg, task
+
+
+def _sample_batch(task, cfg, subset, max_sentences, seed=0):
+    """A batch of real sentences from ``subset`` of the binarised data if it is there,
+    else random tokens from the dictionary."""
+    try:
+        task.load_dataset(subset)
+        dataset = task.dataset(subset)
+    except (FileNotFoundError, OSError, KeyError):
+        dataset = None
+    if dataset is not None and len(dataset) > 0:
+        samples = [dataset[i] for i in range(min(max_sentences, len(dataset)))]
+        return dataset.collater(samples)["net_input"], f"{len(samples)} sentences of '{subset}'"
+    gen = torch.Generator().manual_seed(seed)
+    vocab = len(task.source_dictionary)
+    first = task.source_dictionary.nspecial
+    src = torch.randint(first, vocab, (max_sentences, 20), generator=gen)
+    prev = torch.randint(first, vocab, (max_sentences, 15), generator=gen)
+    prev[:, 0] = task.target_dictionary.eos()
+    lengths = torch.full((max_sentences,), 20, dtype=torch.long)
+    net_input = {"src_tokens": src, "src_lengths": lengths, "prev_output_tokens": prev}
+    return net_input, f"{max_sentences} random token sequences (no '{subset}' data found)"
+
+
+@torch.no_grad()
+def max_logprob_difference(admin_path, plain_path, data=None, subset="valid", max_sentences=32):
+    """Max absolute difference of the decoder's output log-probabilities between the Admin
+    checkpoint and its export, on one batch (teacher forcing). Returns ``(diff, batch)``."""
+    admin, cfg, task = _load(admin_path, data)
+    plain, _, _ = _load(plain_path, data)
+    net_input, described = _sample_batch(task, cfg, subset, max_sentences)
+    outputs = []
+    for model in (admin, plain):
+        logits = model(**net_input)
+        outputs.append(model.get_normalized_probs(logits, log_probs=True).float())
+    return (outputs[0] - outputs[1]).abs().max().item(), described

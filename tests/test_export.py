@@ -1,0 +1,123 @@
+"""Export of trained Admin checkpoints to plain fairseq `transformer` checkpoints.
+
+Small models are trained on the Bible slice through fairseq-train, exported with the
+script, then compared with the original on real test sentences (teacher-forced
+log-probabilities) and through fairseq-generate, the export loaded *without* --user-dir.
+"""
+
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from admin_fairseq.export import max_logprob_difference
+
+from conftest import REPO, USER_DIR, run_cli
+
+SHAPE = [
+    "--arch", "transformer_admin_tiny", "--encoder-layers", "3", "--decoder-layers", "3",
+    "--encoder-embed-dim", "32", "--decoder-embed-dim", "32",
+    "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64",
+]  # fmt: skip
+TRAIN = [
+    "--optimizer", "adam", "--lr", "3e-3", "--lr-scheduler", "inverse_sqrt",
+    "--warmup-updates", "40", "--criterion", "label_smoothed_cross_entropy",
+    "--label-smoothing", "0.1", "--max-tokens", "1024", "--max-update", "120", "--seed", "2",
+    "--no-progress-bar", "--no-epoch-checkpoints", "--num-workers", "0",
+]  # fmt: skip
+
+CASES = {
+    # name: (flags, exact)
+    "vector, layernorm-embedding": (
+        ["--admin-init", "--admin-as-parameter", "--layernorm-embedding", "--share-all-embeddings"], True),
+    "scalar, layernorm-embedding": (
+        ["--admin-init", "--admin-output-change-scale", "O(1)", "--layernorm-embedding",
+         "--share-all-embeddings"], True),
+    "vector, learned positions, untied embeddings": (
+        ["--admin-init", "--admin-as-parameter", "--encoder-learned-pos", "--decoder-learned-pos"], True),
+    "scalar, shared embeddings, sinusoidal": (
+        ["--admin-init", "--share-all-embeddings"], False),
+}  # fmt: skip
+
+
+def _train(bible, save_dir, flags):
+    run_cli("fairseq-train", bible["bin"], "--user-dir", USER_DIR, *SHAPE, *flags, *TRAIN,
+            "--save-dir", save_dir, cwd=save_dir.parent)  # fmt: skip
+    return save_dir / "checkpoint_last.pt"
+
+
+def _export(src, dst, cwd, check=True):
+    cmd = [sys.executable, str(REPO / "scripts" / "export_transformer.py"), "--input", str(src),
+           "--output", str(dst), "--subset", "test"]  # fmt: skip
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def _hypotheses(bible, path, cwd, plugin):
+    extra = ["--user-dir", USER_DIR] if plugin else []
+    result = run_cli(
+        "fairseq-generate", bible["bin"], *extra, "--path", path, "--gen-subset", "test",
+        "--beam", "4", "--batch-size", "32", "--required-batch-size-multiple", "1", cwd=cwd,
+    )  # fmt: skip
+    hyps = dict(re.findall(r"^H-(\d+)\t\S+\t(.*)$", result.stdout, flags=re.M))
+    assert len(hyps) == 100
+    return hyps
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(CASES))
+def test_export_matches_the_admin_model(bible, tmp_path, case):
+    flags, exact = CASES[case]
+    ckpt = _train(bible, tmp_path / "ckpt", flags)
+    plain = tmp_path / "plain.pt"
+    result = _export(ckpt, plain, tmp_path)
+    assert "no --user-dir needed" in result.stdout
+    assert ("approximate:" in result.stdout) is (not exact)
+    # the export holds no plugin classes: torch's weights_only load takes it as it is
+    state = torch.load(plain, map_location="cpu", weights_only=True)
+    assert state["cfg"]["model"]["arch"] == "transformer"
+    assert not any(k.endswith("_residual.omega") for k in state["model"])
+
+    diff, described = max_logprob_difference(ckpt, plain, subset="test", max_sentences=100)
+    assert "sentences of 'test'" in described
+    if exact:
+        assert diff < 1e-5, diff
+    else:  # the first sub-layer of each stack keeps LayerNorm eps 1e-5 instead of eps/omega^2
+        assert diff < 1e-4, diff
+    reported = float(re.search(r"= (\S+) over", result.stdout).group(1))
+    assert reported < (1e-5 if exact else 1e-4)
+
+    # plain fairseq-generate (no plugin) translates exactly as the Admin model does
+    assert _hypotheses(bible, plain, tmp_path, plugin=False) == _hypotheses(
+        bible, ckpt, tmp_path, plugin=True
+    )
+
+
+@pytest.mark.slow
+def test_refuses_vector_omega_it_cannot_fold(bible, tmp_path):
+    ckpt = _train(bible, tmp_path / "ckpt", ["--admin-init", "--admin-as-parameter",
+                                             "--share-all-embeddings"])  # fmt: skip
+    plain = tmp_path / "plain.pt"
+    result = _export(ckpt, plain, tmp_path, check=False)
+    assert result.returncode == 2
+    assert "cannot fold the per-dimension omega of the first encoder sub-layer" in result.stderr
+    assert "sinusoidal" in result.stderr and "--layernorm-embedding" in result.stderr
+    assert "nothing was written" in result.stderr
+    assert not plain.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]  # no temporary file left either
+
+
+@pytest.mark.slow
+def test_refuses_a_checkpoint_that_is_not_admin(bible, tmp_path):
+    save_dir = tmp_path / "ckpt"
+    run_cli("fairseq-train", bible["bin"], "--arch", "transformer_tiny", *TRAIN,
+            "--max-update", "2", "--save-dir", save_dir, cwd=tmp_path)  # fmt: skip
+    plain = tmp_path / "plain.pt"
+    result = _export(save_dir / "checkpoint_last.pt", plain, tmp_path, check=False)
+    assert result.returncode == 2
+    assert "'transformer_tiny' model, not transformer_admin" in result.stderr
+    assert not plain.exists()
