@@ -8,6 +8,12 @@ import torch
 from admin_fairseq.core.reinmax import gumbel_straight_through, reinmax, straight_through
 
 
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test draws its logits from a fixed seed: the outcomes are deterministic."""
+    torch.manual_seed(0)
+
+
 def _jacobian(p):
     return torch.diag(p) - torch.outer(p, p)
 
@@ -134,7 +140,8 @@ def test_any_shape_and_category_dim(dim):
     torch.testing.assert_close(y_soft, torch.softmax(logits, dim))
     (y_hard * torch.arange(60.0).reshape(3, 4, 5)).sum().backward()
     assert logits.grad.shape == logits.shape
-    torch.testing.assert_close(logits.grad.sum(dim), torch.zeros_like(logits.grad.sum(dim)), atol=1e-5, rtol=0)
+    # each softmax Jacobian's columns sum to zero (up to fp32 rounding of weights up to 59)
+    torch.testing.assert_close(logits.grad.sum(dim), torch.zeros_like(logits.grad.sum(dim)), atol=1e-4, rtol=0)
 
 
 def test_non_contiguous_input_equals_contiguous():
