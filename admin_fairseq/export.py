@@ -143,7 +143,7 @@ def fold_omegas(state_dict, args):
 def plain_model_args(args):
     """The model configuration of the exported checkpoint: fairseq's ``transformer`` with
     every dimension explicit, as a plain dict (loadable with torch's weights_only)."""
-    plain = {k: v for k, v in vars(args).items() if not k.startswith("admin_")}
+    plain = {k: v for k, v in vars(args).items() if not k.startswith("admin_") and k != "deepnet"}
     plain["arch"] = plain["_name"] = "transformer"
     plain.pop("user_dir", None)
     return plain
@@ -178,7 +178,7 @@ def export_checkpoint(input_path, output_path):
         )
     if getattr(args, "encoder_normalize_before", False) or getattr(args, "decoder_normalize_before", False):
         raise ExportError("Pre-LN models have no omega to fold")
-    if getattr(args, "admin_init", False):
+    if getattr(args, "admin_init", False) or getattr(args, "deepnet", False):
         model_sd, steps, approximate = fold_omegas(state["model"], args)
     else:
         model_sd, steps, approximate = dict(state["model"]), ["Admin was off: weights copied"], []

@@ -1,11 +1,28 @@
 """``transformer_admin``: fairseq's ``transformer`` with Admin residuals behind ``--admin-init``.
 
-Without ``--admin-init`` the model builds fairseq's own encoder and decoder, so it is exactly
-fairseq's ``transformer`` (same parameters for the same seed, same outputs, same state dict).
-With it, every Post-LN sub-layer computes ``LN(omega * x + f(x))`` with omega from
-:func:`admin_fairseq.core.calculate_init`, counted per stack (encoder ``N = 2L``, decoder
-``N = 3L``).
+Without ``--admin-init`` (or ``--deepnet``) the model builds fairseq's own encoder and
+decoder, so it is exactly fairseq's ``transformer`` (same parameters for the same seed, same
+outputs, same state dict); fairseq's ``--encoder-normalize-before``/``--decoder-normalize-
+before`` give Pre-LN. The variants, all Post-LN ``LN(omega * x + f(x))``:
+
+* ``--admin-init``: plug-in-and-play Admin, omega from
+  :func:`admin_fairseq.core.calculate_init`, counted per stack (encoder ``N = 2L``,
+  decoder ``N = 3L``); a scalar buffer, or a trainable vector with ``--admin-as-parameter``.
+* ``--admin-init --admin-profile``: the original Admin. omega follows the variance
+  recursion of :class:`~admin_fairseq.modules.transformer_layer.OmegaProfiler` on the first
+  training batch (dropout on) before the first update, is broadcast from rank 0 so that
+  every worker agrees, and is then trained as per-dimension vectors. A flag buffer in the
+  model records that it was done, so resuming never profiles again.
+  ``--admin-profile-from`` takes the profile of an earlier checkpoint or JSON file instead.
+* ``--deepnet``: DeepNorm, a fixed ``alpha`` on the skip branch and ``beta``-scaled initial
+  weights of v_proj, out_proj (cross-attention included), fc1 and fc2.
 """
+
+import json
+import logging
+from pathlib import Path
+
+import torch
 
 from fairseq.distributed import fsdp_wrap
 from fairseq.models import register_model, register_model_architecture
@@ -18,10 +35,53 @@ from fairseq.models.transformer import (
 from fairseq.models.transformer import transformer_legacy as fairseq_archs
 from fairseq.modules.checkpoint_activations import checkpoint_wrapper
 
+from admin_fairseq.core.deepnorm import encoder_decoder_constants
 from admin_fairseq.core.omega import OUTPUT_CHANGE_SCALES, calculate_init, canonical_scale
-from admin_fairseq.modules.transformer_layer import AdminDecoderLayer, AdminEncoderLayer
+from admin_fairseq.modules.transformer_layer import (
+    AdminDecoderLayer,
+    AdminEncoderLayer,
+    OmegaProfiler,
+)
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_OUTPUT_CHANGE_SCALE = "O(logn)"
+
+
+def _residual_plan(cfg, side, sublayers_per_layer):
+    """``(initial omega, as_parameter, DeepNorm beta or None)`` for one stack."""
+    layers = cfg.encoder.layers if side == "encoder" else cfg.decoder.layers
+    if cfg.deepnet:
+        constants = encoder_decoder_constants(cfg.encoder.layers, cfg.decoder.layers)
+        stack = constants[0] if side == "encoder" else constants[1]
+        return stack.alpha, False, stack.beta
+    if cfg.admin_profile:  # a placeholder until the first training batch is profiled
+        return 1.0, True, None
+    omega = calculate_init(sublayers_per_layer * layers, cfg.admin_output_change_scale)
+    return omega, cfg.admin_as_parameter, None
+
+
+def _scale_value_projection(attn, beta):
+    """Multiply the value projection's weight by beta, whether it is its own module
+    (fairseq) or the last third of a fused in_proj_weight (other implementations)."""
+    if getattr(attn, "v_proj", None) is not None:
+        attn.v_proj.weight.mul_(beta)
+    else:
+        dim = attn.in_proj_weight.shape[0] // 3
+        attn.in_proj_weight[2 * dim :].mul_(beta)
+
+
+@torch.no_grad()
+def apply_deepnorm_beta(layer, beta):
+    """DeepNet's initialisation: v_proj, out_proj (self- and cross-attention), fc1 and fc2
+    weights multiplied by beta after fairseq's own initialisation; q/k untouched."""
+    for attn in (layer.self_attn, getattr(layer, "encoder_attn", None)):
+        if attn is None:
+            continue
+        _scale_value_projection(attn, beta)
+        attn.out_proj.weight.mul_(beta)
+    layer.fc1.weight.mul_(beta)
+    layer.fc2.weight.mul_(beta)
 
 
 def _wrap_like_fairseq(layer, cfg):
@@ -38,11 +98,10 @@ class AdminTransformerEncoder(TransformerEncoderBase):
     """fairseq's encoder built from :class:`AdminEncoderLayer` (N = 2 x layers)."""
 
     def build_encoder_layer(self, cfg):
-        num_res_layers = 2 * cfg.encoder.layers
-        omega = calculate_init(num_res_layers, cfg.admin_output_change_scale)
-        layer = AdminEncoderLayer(
-            cfg, omega, as_parameter=cfg.admin_as_parameter, return_fc=self.return_fc
-        )
+        omega, as_parameter, beta = _residual_plan(cfg, "encoder", 2)
+        layer = AdminEncoderLayer(cfg, omega, as_parameter=as_parameter, return_fc=self.return_fc)
+        if beta is not None:
+            apply_deepnorm_beta(layer, beta)
         return _wrap_like_fairseq(layer, cfg)
 
 
@@ -51,36 +110,47 @@ class AdminTransformerDecoder(TransformerDecoderBase):
     layers without cross-attention)."""
 
     def build_decoder_layer(self, cfg, no_encoder_attn=False):
-        sublayers_per_layer = 2 if no_encoder_attn else 3
-        num_res_layers = sublayers_per_layer * cfg.decoder.layers
-        omega = calculate_init(num_res_layers, cfg.admin_output_change_scale)
+        omega, as_parameter, beta = _residual_plan(cfg, "decoder", 2 if no_encoder_attn else 3)
         layer = AdminDecoderLayer(
-            cfg, omega, as_parameter=cfg.admin_as_parameter, no_encoder_attn=no_encoder_attn
+            cfg, omega, as_parameter=as_parameter, no_encoder_attn=no_encoder_attn
         )
+        if beta is not None:
+            apply_deepnorm_beta(layer, beta)
         return _wrap_like_fairseq(layer, cfg)
 
 
 def check_admin_args(args):
-    """Validate the Admin flags against the rest of the configuration.
-
-    Raises ``ValueError`` naming the flag at fault; normalises the output-change scale's
-    spelling (``default`` -> ``O(logn)``).
-    """
+    """Validate the Admin/DeepNet flags against the rest of the configuration, in one
+    place. Raises ``ValueError`` naming the flags at fault; normalises the output-change
+    scale's spelling (``default`` -> ``O(logn)``)."""
     args.admin_output_change_scale = canonical_scale(
         args.admin_output_change_scale, "--admin-output-change-scale"
     )
+    if args.admin_profile_from and not args.admin_profile:
+        args.admin_profile = True  # a given profile is the profiled variant
+    if args.deepnet and args.admin_init:
+        raise ValueError(
+            "--deepnet and --admin-init are two different initialisations of the residual "
+            "branches; choose one"
+        )
     if not args.admin_init:
-        if args.admin_as_parameter:
-            raise ValueError(
-                "--admin-as-parameter has no effect without --admin-init; add --admin-init "
-                "or drop --admin-as-parameter"
-            )
-        if args.admin_output_change_scale != DEFAULT_OUTPUT_CHANGE_SCALE:
-            raise ValueError(
-                "--admin-output-change-scale has no effect without --admin-init; add "
-                "--admin-init or drop --admin-output-change-scale"
-            )
+        for flag, value, default in (
+            ("--admin-as-parameter", args.admin_as_parameter, False),
+            ("--admin-output-change-scale", args.admin_output_change_scale, DEFAULT_OUTPUT_CHANGE_SCALE),
+            ("--admin-profile", args.admin_profile, False),
+        ):  # fmt: skip
+            if value != default:
+                raise ValueError(
+                    f"{flag} has no effect without --admin-init; add --admin-init or drop {flag}"
+                )
+    if args.admin_profile and args.admin_output_change_scale != DEFAULT_OUTPUT_CHANGE_SCALE:
+        raise ValueError(
+            "--admin-output-change-scale does not apply to --admin-profile: the profiled "
+            "omegas come from the data; drop one of them"
+        )
+    if not (args.admin_init or args.deepnet):
         return
+    method = "--admin-init" if args.admin_init else "--deepnet"
     pre_ln = [
         flag
         for flag, on in (
@@ -91,16 +161,67 @@ def check_admin_args(args):
     ]
     if pre_ln:
         raise ValueError(
-            f"--admin-init is defined for Post-LN Transformers only, but {' and '.join(pre_ln)} "
-            "selects Pre-LN; drop --admin-init to train Pre-LN, or drop "
-            f"{' and '.join(pre_ln)} to train Post-LN with Admin"
+            f"{method} is defined for Post-LN Transformers only, but {' and '.join(pre_ln)} "
+            f"selects Pre-LN; drop {method} to train Pre-LN, or drop "
+            f"{' and '.join(pre_ln)} to train Post-LN with {method}"
         )
     for flag, value in (
         ("--encoder-layers", args.encoder_layers),
         ("--decoder-layers", args.decoder_layers),
     ):
         if value < 1:
-            raise ValueError(f"{flag} must be >= 1 with --admin-init; got {value}")
+            raise ValueError(f"{flag} must be >= 1 with {method}; got {value}")
+
+
+def _omega_residuals(model):
+    """[(state-dict key, OmegaResidual)] of every sub-layer, in stack order."""
+    return [
+        (name + ".omega", module)
+        for name, module in model.named_modules()
+        if name.endswith("_residual") and hasattr(module, "omega")
+    ]
+
+
+def load_omega_profile(model, path):
+    """Set the model's omegas from an earlier profile: a fairseq checkpoint of a model of
+    the same shape, or a JSON file ``{"encoder": [...], "decoder": [...]}`` with one value
+    (or one vector) per sub-layer in order. Raises ``ValueError`` on any mismatch."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"--admin-profile-from: {path} does not exist")
+    residuals = _omega_residuals(model)
+    if path.suffix == ".json":
+        profile = json.loads(path.read_text())
+        values = {}
+        for side in ("encoder", "decoder"):
+            keys = [k for k, _ in residuals if k.startswith(side + ".")]
+            given = profile.get(side, [])
+            if len(given) != len(keys):
+                raise ValueError(
+                    f"--admin-profile-from: {path} has {len(given)} {side} omegas, the model "
+                    f"has {len(keys)} {side} sub-layers"
+                )
+            values.update({k: torch.as_tensor(v, dtype=torch.float32) for k, v in zip(keys, given)})
+    else:
+        state = torch.load(path, map_location="cpu")
+        state = state.get("model", state)
+        values = {k: state[k] for k, _ in residuals if k in state}
+        missing = [k for k, _ in residuals if k not in values]
+        if missing:
+            raise ValueError(
+                f"--admin-profile-from: {path} has no omega for {len(missing)} of the model's "
+                f"{len(residuals)} sub-layers (first missing: {missing[0]}); it must come from "
+                "a transformer_admin model of the same depth"
+            )
+    with torch.no_grad():
+        for key, module in residuals:
+            value = torch.as_tensor(values[key]).float().reshape(-1)
+            if value.numel() not in (1, module.omega.numel()):
+                raise ValueError(
+                    f"--admin-profile-from: {key} in {path} is a vector of size "
+                    f"{value.numel()}, the model's is {module.omega.numel()} (its embed_dim)"
+                )
+            module.omega.copy_(value.expand_as(module.omega))
 
 
 @register_model("transformer_admin")
@@ -131,28 +252,92 @@ class AdminTransformerModel(TransformerModel):
             help="make each omega a trainable vector of size embed_dim (as in the "
             "published recipes) instead of a fixed scalar buffer",
         )
+        parser.add_argument(
+            "--admin-profile",
+            action="store_true",
+            help="with --admin-init: the original, profiled Admin; omega follows the "
+            "variance recursion on the first training batch, then trains as vectors",
+        )
+        parser.add_argument(
+            "--admin-profile-from",
+            metavar="PATH",
+            help="with --admin-init: take the profiled omegas from an earlier checkpoint "
+            "(.pt) or JSON file instead of profiling (implies --admin-profile)",
+        )
+        parser.add_argument(
+            "--deepnet",
+            action="store_true",
+            help="DeepNet/DeepNorm baseline: alpha-scaled skip branch and beta-scaled "
+            "initial weights (v_proj, out_proj, fc1, fc2); not with --admin-init",
+        )
+
+    def __init__(self, args, encoder, decoder):
+        super().__init__(args, encoder, decoder)
+        if getattr(args, "admin_profile", False):
+            # 0 until the omegas are profiled (or loaded); saved with the checkpoint
+            self.register_buffer("admin_omega_profiled", torch.zeros(()))
 
     @classmethod
     def build_model(cls, args, task):
         base_architecture(args)  # fill in flags missing from older checkpoints
         check_admin_args(args)
-        return super().build_model(args, task)
+        model = super().build_model(args, task)
+        if args.admin_profile_from:
+            load_omega_profile(model, args.admin_profile_from)
+            model.admin_omega_profiled.fill_(1)
+            logger.info(f"Admin omegas loaded from {args.admin_profile_from}")
+        return model
 
     @classmethod
     def build_encoder(cls, args, src_dict, embed_tokens):
         cfg = TransformerConfig.from_namespace(args)
-        if not cfg.admin_init:
+        if not (cfg.admin_init or cfg.deepnet):
             return super().build_encoder(args, src_dict, embed_tokens)
         return AdminTransformerEncoder(cfg, src_dict, embed_tokens)
 
     @classmethod
     def build_decoder(cls, args, tgt_dict, embed_tokens):
         cfg = TransformerConfig.from_namespace(args)
-        if not cfg.admin_init:
+        if not (cfg.admin_init or cfg.deepnet):
             return super().build_decoder(args, tgt_dict, embed_tokens)
         return AdminTransformerDecoder(
             cfg, tgt_dict, embed_tokens, no_encoder_attn=cfg.no_cross_attention
         )
+
+    def forward(self, src_tokens, src_lengths, prev_output_tokens, return_all_hiddens: bool = True,
+                features_only: bool = False, alignment_layer=None, alignment_heads=None):  # fmt: skip
+        if self.training and getattr(self, "admin_omega_profiled", None) is not None:
+            if not self.admin_omega_profiled.item():
+                self.profile_omegas(src_tokens, src_lengths, prev_output_tokens)
+        return super().forward(src_tokens, src_lengths, prev_output_tokens, return_all_hiddens,
+                               features_only, alignment_layer, alignment_heads)  # fmt: skip
+
+    @torch.no_grad()
+    def profile_omegas(self, src_tokens, src_lengths, prev_output_tokens):
+        """Run the original Admin's profiling on this batch (in the current train/eval mode),
+        make every worker use rank 0's result, and mark the model as profiled."""
+        profilers = {}
+        for side, stack in (("encoder", self.encoder), ("decoder", self.decoder)):
+            profilers[side] = OmegaProfiler()
+            for layer in stack.layers:
+                layer.omega_profiler = profilers[side]
+        try:
+            super().forward(src_tokens, src_lengths, prev_output_tokens)
+        finally:
+            for stack in (self.encoder, self.decoder):
+                for layer in stack.layers:
+                    layer.omega_profiler = None
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            if torch.distributed.get_world_size() > 1:
+                for _, module in _omega_residuals(self):
+                    torch.distributed.broadcast(module.omega.data, src=0)
+        self.admin_omega_profiled.fill_(1)
+        for side, profiler in profilers.items():
+            values = profiler.values
+            logger.info(
+                f"Admin profiled {len(values)} {side} omegas on rank 0's first batch: "
+                f"{values[0]:.3f}, {values[1]:.3f}, ... {values[-1]:.3f}"
+            )
 
 
 # ---------------------------------------------------------------------------------------
@@ -168,6 +353,9 @@ def _admin_defaults(args):
         args, "admin_output_change_scale", DEFAULT_OUTPUT_CHANGE_SCALE
     )
     args.admin_as_parameter = getattr(args, "admin_as_parameter", False)
+    args.admin_profile = getattr(args, "admin_profile", False)
+    args.admin_profile_from = getattr(args, "admin_profile_from", None)
+    args.deepnet = getattr(args, "deepnet", False)
 
 
 @register_model_architecture("transformer_admin", "transformer_admin")

@@ -8,6 +8,9 @@ the next one. Everything else, including activation checkpointing (which re-runs
 is fairseq's own code.
 """
 
+import math
+
+import torch
 from fairseq.modules.transformer_layer import (
     TransformerDecoderLayerBase,
     TransformerEncoderLayerBase,
@@ -43,7 +46,42 @@ class _OmegaQueue:
             )
 
 
-class AdminEncoderLayer(TransformerEncoderLayerBase):
+class OmegaProfiler:
+    """The original Admin's profiling of one stack, run during one forward pass.
+
+    Sub-layer ``i`` gets omega_i, with omega_1 = 1 and
+    ``omega_{i+1} = sqrt(Var[omega_i * x_i] + Var[f_i(x_i)])`` (variance over all elements of
+    the batch tensor), i.e. omega_i^2 ~ 1 + the summed branch variances below ``i``. Each
+    sub-layer's omega is set before it is used, so the recursion sees the rescaled stream.
+    """
+
+    def __init__(self):
+        self.next_value = 1.0
+        self.values = []
+
+    @torch.no_grad()
+    def visit(self, residual, skip, branch):
+        value = self.next_value
+        residual.omega.fill_(value)
+        self.values.append(value)
+        variance = (skip.float() * value).var() + branch.float().var()
+        self.next_value = math.sqrt(variance.item())
+
+
+class _AdminLayerMixin:
+    """The residual hook shared by the encoder and decoder layers."""
+
+    omega_profiler = None  # set on every layer of a stack while its omegas are profiled
+
+    def residual_connection(self, x, residual):
+        # fairseq passes the branch output first and the skip branch second.
+        omega_residual = self._omega_queue.pop()
+        if self.omega_profiler is not None:
+            self.omega_profiler.visit(omega_residual, residual, x)
+        return omega_residual(residual, x)
+
+
+class AdminEncoderLayer(_AdminLayerMixin, TransformerEncoderLayerBase):
     """Post-LN encoder layer with ``LN(omega * x + f(x))`` for self-attention and FFN."""
 
     def __init__(self, cfg, omega_init, as_parameter=False, return_fc=False):
@@ -59,12 +97,8 @@ class AdminEncoderLayer(TransformerEncoderLayerBase):
         self._omega_queue.check_all_used()
         return out
 
-    def residual_connection(self, x, residual):
-        # fairseq passes the branch output first and the skip branch second.
-        return self._omega_queue.pop()(residual, x)
 
-
-class AdminDecoderLayer(TransformerDecoderLayerBase):
+class AdminDecoderLayer(_AdminLayerMixin, TransformerDecoderLayerBase):
     """Post-LN decoder layer with its own omega for self-attention, cross-attention and FFN."""
 
     def __init__(self, cfg, omega_init, as_parameter=False, no_encoder_attn=False):
@@ -88,6 +122,3 @@ class AdminDecoderLayer(TransformerDecoderLayerBase):
         out = super().forward(x, encoder_out, *args, **kwargs)
         self._omega_queue.check_all_used()
         return out
-
-    def residual_connection(self, x, residual):
-        return self._omega_queue.pop()(residual, x)

@@ -1,0 +1,234 @@
+"""Baselines behind flags of transformer_admin: DeepNet, the original (profiled) Admin."""
+
+import json
+import math
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from admin_fairseq.core.deepnorm import encoder_decoder_constants, single_stack_constants
+from admin_fairseq.models.transformer_admin import _scale_value_projection
+
+from fairseq_helpers import SMALL, build, sample_batch
+
+TINY = ["--arch", "transformer_admin_tiny", *SMALL]
+
+
+# ----------------------------------------------------------------------------- DeepNet
+
+
+@pytest.mark.parametrize("n,m", [(6, 6), (18, 18), (60, 12), (100, 100), (1, 1), (12, 3)])
+def test_deepnorm_constants(n, m):
+    enc, dec = encoder_decoder_constants(n, m)
+    # the formulas of the DeepNet paper, evaluated another way (through logarithms)
+    assert enc.alpha == pytest.approx(0.81 * math.exp((4 * math.log(n) + math.log(m)) / 16))
+    assert enc.beta == pytest.approx(0.87 * math.exp(-(4 * math.log(n) + math.log(m)) / 16))
+    assert dec.alpha == pytest.approx(math.exp(math.log(3 * m) / 4))
+    assert dec.beta == pytest.approx(math.exp(-math.log(12 * m) / 4))
+
+
+def test_deepnorm_known_values_and_errors():
+    enc, dec = encoder_decoder_constants(6, 6)
+    assert (round(enc.alpha, 4), round(enc.beta, 4)) == (1.4179, 0.4970)
+    assert (round(dec.alpha, 4), round(dec.beta, 4)) == (2.0598, 0.3433)
+    single = single_stack_constants(12)
+    assert (round(single.alpha, 4), round(single.beta, 4)) == (2.2134, 0.3195)
+    with pytest.raises(ValueError, match="decoder_layers must be an integer >= 1"):
+        encoder_decoder_constants(6, 0)
+
+
+def test_deepnet_scales_exactly_the_right_weights(dict_dir):
+    layers = ["--encoder-layers", "3", "--decoder-layers", "2"]
+    vanilla, _ = build(dict_dir, *TINY, *layers)
+    deepnet, _ = build(dict_dir, *TINY, *layers, "--deepnet")
+    enc, dec = encoder_decoder_constants(3, 2)
+    scaled = {"self_attn.v_proj.weight", "self_attn.out_proj.weight", "encoder_attn.v_proj.weight",
+              "encoder_attn.out_proj.weight", "fc1.weight", "fc2.weight"}  # fmt: skip
+    theirs = deepnet.state_dict()
+    seen = set()
+    for name, value in vanilla.state_dict().items():
+        suffix = ".".join(name.split(".")[3:])
+        if suffix in scaled:
+            beta = enc.beta if name.startswith("encoder.") else dec.beta
+            torch.testing.assert_close(theirs[name], value * beta, rtol=0, atol=0)
+            seen.add(suffix)
+        else:  # q/k projections, biases, LayerNorms, embeddings: untouched
+            assert torch.equal(theirs[name], value), name
+    assert seen == scaled
+    for name, value in theirs.items():
+        if name.endswith("_residual.omega"):
+            alpha = enc.alpha if name.startswith("encoder.") else dec.alpha
+            assert value.shape == (1,) and value.item() == pytest.approx(alpha)
+    assert not any(n.endswith("omega") for n, _ in deepnet.named_parameters())  # alpha is fixed
+
+
+def test_beta_hits_only_the_value_slice_of_a_fused_projection():
+    fused = torch.nn.Module()
+    fused.v_proj = None
+    fused.in_proj_weight = torch.nn.Parameter(torch.ones(12, 4))
+    with torch.no_grad():
+        _scale_value_projection(fused, 0.5)
+    assert torch.all(fused.in_proj_weight[:8] == 1.0) and torch.all(fused.in_proj_weight[8:] == 0.5)
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--deepnet", "--encoder-normalize-before"], "--deepnet is defined for Post-LN"),
+    (["--deepnet", "--admin-init"], "--deepnet and --admin-init are two different"),
+    (["--admin-profile"], "--admin-profile has no effect without --admin-init"),
+    (["--admin-init", "--admin-profile", "--admin-output-change-scale", "O(1)"],
+     "--admin-output-change-scale does not apply to --admin-profile"),
+    (["--admin-init", "--admin-profile", "--decoder-normalize-before"], "--admin-init is defined for Post-LN"),
+])  # fmt: skip
+def test_combinations_that_make_no_sense(dict_dir, flags, message):
+    with pytest.raises(ValueError, match=message):
+        build(dict_dir, *TINY, *flags)
+
+
+# ----------------------------------------------------------------------------- profiled Admin
+
+PROFILED = [*TINY, "--encoder-layers", "3", "--decoder-layers", "2", "--admin-init", "--admin-profile"]
+
+
+def _encoder_recursion_by_hand(model, src_tokens):
+    """The variance recursion written out over the encoder's modules (dropout 0)."""
+    encoder = model.encoder
+    x, _ = encoder.forward_embedding(src_tokens)
+    x = x.transpose(0, 1)
+    omegas, omega = [], 1.0
+    for layer in encoder.layers:
+        h, _ = layer.self_attn(query=x, key=x, value=x, key_padding_mask=None, need_weights=False)
+        omegas.append(omega)
+        x, omega = layer.self_attn_layer_norm(omega * x + h), math.sqrt((omega * x).var() + h.var())
+        h = layer.fc2(layer.activation_fn(layer.fc1(x)))
+        omegas.append(omega)
+        x, omega = layer.final_layer_norm(omega * x + h), math.sqrt((omega * x).var() + h.var())
+    return omegas
+
+
+def _omega_values(model, side):
+    return [m.omega.detach().clone() for n, m in model.named_modules()
+            if n.startswith(side + ".") and n.endswith("_residual")]  # fmt: skip
+
+
+def test_profiled_omega_follows_the_recursion(dict_dir):
+    model, task = build(dict_dir, *PROFILED, "--dropout", "0")
+    src, lengths, prev = sample_batch(task)
+    assert all(torch.all(v == 1.0) for v in _omega_values(model, "encoder"))  # placeholder
+    model.train()
+    assert model.admin_omega_profiled.item() == 0
+    model(src, lengths, prev)  # the first training forward profiles
+    assert model.admin_omega_profiled.item() == 1
+    expected = _encoder_recursion_by_hand(model, src)
+    got = _omega_values(model, "encoder")
+    assert len(got) == 6 and all(v.shape == (16,) for v in got)  # per-dimension vectors
+    for value, want in zip(got, expected):
+        torch.testing.assert_close(value, torch.full((16,), float(want)), rtol=1e-5, atol=1e-6)
+    dec = [v[0].item() for v in _omega_values(model, "decoder")]
+    assert len(dec) == 6 and dec[0] == 1.0 and all(b > a for a, b in zip(dec, dec[1:]))
+    assert all(p.requires_grad for n, p in model.named_parameters() if n.endswith("omega"))
+
+
+def test_profiling_uses_dropout_and_happens_once(dict_dir):
+    model, task = build(dict_dir, *PROFILED, "--dropout", "0.3")
+    batch = sample_batch(task)
+    model.eval()
+    model(*batch)  # evaluation never profiles
+    assert model.admin_omega_profiled.item() == 0
+    model.train()
+    torch.manual_seed(1)
+    model(*batch)
+    first = _omega_values(model, "encoder")
+    other, _ = build(dict_dir, *PROFILED, "--dropout", "0.3")
+    other.train()
+    torch.manual_seed(2)  # other dropout masks: other variances
+    other(*batch)
+    assert not torch.equal(first[-1], _omega_values(other, "encoder")[-1])
+    model(*batch)  # a second training forward keeps the profile
+    assert all(torch.equal(a, b) for a, b in zip(first, _omega_values(model, "encoder")))
+
+
+def test_profile_survives_a_checkpoint_round_trip(dict_dir, tmp_path):
+    model, task = build(dict_dir, *PROFILED)
+    model.train()
+    model(*sample_batch(task))
+    torch.save({"model": model.state_dict()}, tmp_path / "ckpt.pt")
+    reloaded, _ = build(dict_dir, *PROFILED, seed=7)
+    reloaded.load_state_dict(torch.load(tmp_path / "ckpt.pt")["model"])
+    assert reloaded.admin_omega_profiled.item() == 1
+    reloaded.train()
+    reloaded(*sample_batch(task, seed=5))  # a resumed run must not profile again
+    for side in ("encoder", "decoder"):
+        for a, b in zip(_omega_values(model, side), _omega_values(reloaded, side)):
+            assert torch.equal(a, b)
+
+
+def test_profile_from_a_checkpoint_or_json(dict_dir, tmp_path):
+    source, task = build(dict_dir, *PROFILED)
+    source.train()
+    source(*sample_batch(task))
+    torch.save({"model": source.state_dict()}, tmp_path / "profile.pt")
+    loaded, _ = build(dict_dir, *PROFILED, "--admin-profile-from", str(tmp_path / "profile.pt"))
+    assert loaded.admin_omega_profiled.item() == 1
+    for a, b in zip(_omega_values(source, "decoder"), _omega_values(loaded, "decoder")):
+        assert torch.equal(a, b)
+    profile = {"encoder": [1.0, 1.5, 1.8, 2.0, 2.2, 2.4], "decoder": [1.0, 1.2, 1.4, 1.6, 1.8, 2.0]}
+    (tmp_path / "profile.json").write_text(json.dumps(profile))
+    loaded, _ = build(dict_dir, *PROFILED, "--admin-profile-from", str(tmp_path / "profile.json"))
+    assert [v[3].item() for v in _omega_values(loaded, "encoder")] == pytest.approx(profile["encoder"])
+
+
+def test_profile_from_rejects_mismatches(dict_dir, tmp_path):
+    wide, task = build(dict_dir, *PROFILED, "--encoder-embed-dim", "32", "--decoder-embed-dim", "32",
+                       "--encoder-attention-heads", "2")  # fmt: skip
+    torch.save({"model": wide.state_dict()}, tmp_path / "wide.pt")
+    with pytest.raises(ValueError, match="is a vector of size 32, the model's is 16"):
+        build(dict_dir, *PROFILED, "--admin-profile-from", str(tmp_path / "wide.pt"))
+    (tmp_path / "short.json").write_text(json.dumps({"encoder": [1.0] * 4, "decoder": [1.0] * 6}))
+    with pytest.raises(ValueError, match="has 4 encoder omegas, the model has 6 encoder sub-layers"):
+        build(dict_dir, *PROFILED, "--admin-profile-from", str(tmp_path / "short.json"))
+    deeper, _ = build(dict_dir, *TINY, "--encoder-layers", "4", "--decoder-layers", "2", "--admin-init",
+                      "--admin-profile")  # fmt: skip
+    torch.save({"model": build(dict_dir, *TINY, "--admin-init")[0].state_dict()}, tmp_path / "shallow.pt")
+    with pytest.raises(ValueError, match="no omega for .* sub-layers"):
+        build(dict_dir, *TINY, "--encoder-layers", "4", "--decoder-layers", "2", "--admin-init",
+              "--admin-profile-from", str(tmp_path / "shallow.pt"))  # fmt: skip
+    with pytest.raises(ValueError, match="does not exist"):
+        build(dict_dir, *PROFILED, "--admin-profile-from", str(tmp_path / "missing.pt"))
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _profile_on_rank(rank, world_size, port, dict_dir, out_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        model, task = build(dict_dir, *PROFILED)
+        model.train()
+        torch.manual_seed(100 + rank)  # each worker: its own batch and dropout masks
+        model(*sample_batch(task, seed=rank))
+        values = torch.cat([v for side in ("encoder", "decoder") for v in _omega_values(model, side)])
+        torch.save(values, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_gloo_workers_agree_on_the_profile(dict_dir, tmp_path):
+    mp.spawn(_profile_on_rank, args=(2, _free_port(), str(dict_dir), str(tmp_path)), nprocs=2)
+    rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    assert torch.equal(rank0, rank1)
+    # without the broadcast the workers would differ: rank 1's own batch gives other values
+    model, task = build(dict_dir, *PROFILED)
+    model.train()
+    torch.manual_seed(101)
+    model(*sample_batch(task, seed=1))
+    own = torch.cat([v for side in ("encoder", "decoder") for v in _omega_values(model, side)])
+    assert not torch.equal(own, rank1)
