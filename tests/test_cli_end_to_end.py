@@ -126,3 +126,37 @@ def test_cli_rejects_unknown_output_change_scale(dict_dir, tmp_path):
     assert result.returncode != 0
     assert "--admin-output-change-scale" in result.stderr
     assert "O(logn)" in result.stderr and "O(1)" in result.stderr
+
+
+VARIANTS = {
+    "post-ln": [],
+    "pre-ln": ["--encoder-normalize-before", "--decoder-normalize-before"],
+    "admin": ["--admin-init"],
+    "admin-profiled": ["--admin-init", "--admin-profile"],
+    "deepnet": ["--deepnet"],
+}
+SMALL_MODEL = [
+    "--arch", "transformer_admin_tiny", "--encoder-layers", "3", "--decoder-layers", "3",
+    "--encoder-embed-dim", "32", "--decoder-embed-dim", "32",
+    "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64", "--share-all-embeddings",
+]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_every_variant_trains_through_fairseq_train(bible, tmp_path, variant):
+    """One preset, every variant by flags only; the profiled one profiles once, not on resume."""
+    def train(max_update):
+        result = run_cli("fairseq-train", bible["bin"], "--user-dir", USER_DIR, *SMALL_MODEL,
+                         *VARIANTS[variant], *OPTIM, "--max-update", max_update,
+                         "--log-interval", "10", "--save-dir", tmp_path / "ckpt", cwd=tmp_path)  # fmt: skip
+        return result.stdout + result.stderr
+
+    log = train(30)
+    losses = _train_losses(log)
+    assert [u for u, _ in losses] == [10, 20, 30] and losses[-1][1] < losses[0][1], losses
+    profiled = len(re.findall(r"Admin profiled \d+ (encoder|decoder) omegas", log))
+    assert profiled == (2 if variant == "admin-profiled" else 0)
+    log = train(40)
+    assert "(epoch 1 @ 30 updates)" in log
+    assert "Admin profiled" not in log

@@ -37,6 +37,9 @@ CASES = {
          "--share-all-embeddings"], True),
     "vector, learned positions, untied embeddings": (
         ["--admin-init", "--admin-as-parameter", "--encoder-learned-pos", "--decoder-learned-pos"], True),
+    "deepnet, layernorm-embedding": (["--deepnet", "--layernorm-embedding", "--share-all-embeddings"], True),
+    "profiled vector, layernorm-embedding": (
+        ["--admin-init", "--admin-profile", "--layernorm-embedding", "--share-all-embeddings"], True),
     "scalar, shared embeddings, sinusoidal": (
         ["--admin-init", "--share-all-embeddings"], False),
 }  # fmt: skip

@@ -54,3 +54,9 @@ def test_every_preset_is_documented_and_every_documented_arch_exists():
 def test_every_admin_flag_is_documented():
     for flag in ("--admin-init", "--admin-output-change-scale", "--admin-as-parameter"):
         assert f"| `{flag}` |" in README
+
+
+def test_output_change_summary_is_the_scripts_output():
+    summary = (REPO / "results" / "output_change" / "summary.md").read_text(encoding="utf-8")
+    assert summary in README
+    assert "results/output_change/output_change.png" in README
