@@ -90,7 +90,8 @@ def _embedding_blocker(args, side):
 def fold_omegas(state_dict, args):
     """Return ``(new_state_dict, steps, approximate)``: the weights of a plain transformer
     computing the same function, without any ``*_residual.omega`` entry."""
-    sd = {k: v.clone() for k, v in state_dict.items()}
+    # the profiled-Admin flag buffer has no meaning (and no place) in a plain transformer
+    sd = {k: v.clone() for k, v in state_dict.items() if k != "admin_omega_profiled"}
     steps, approximate = [], []
     for side in ("encoder", "decoder"):
         for i, name, inputs, norm, last_linear in _sublayers(args, side):

@@ -160,3 +160,37 @@ def test_every_variant_trains_through_fairseq_train(bible, tmp_path, variant):
     log = train(40)
     assert "(epoch 1 @ 30 updates)" in log
     assert "Admin profiled" not in log
+
+
+@pytest.mark.slow
+def test_profiled_admin_on_two_cpu_workers(bible, tmp_path):
+    """Two fairseq-train processes (gloo, explicit ranks: on a CPU, fairseq's torchrun path
+    divides by the GPU count) profile on rank 0's batch, broadcast and finish together."""
+    import os
+    import socket
+    import subprocess
+
+    from conftest import cli_path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    common = [cli_path("fairseq-train"), str(bible["bin"]), "--user-dir", str(USER_DIR),
+              *SMALL_MODEL, "--admin-init", "--admin-profile", *OPTIM, "--max-update", "20",
+              "--log-interval", "10", "--save-dir", str(tmp_path / "ckpt"), "--cpu",
+              "--ddp-backend", "legacy_ddp", "--distributed-backend", "gloo",
+              "--distributed-init-method", f"tcp://127.0.0.1:{port}",
+              "--distributed-world-size", "2", "--distributed-no-spawn"]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = [
+        subprocess.Popen([*common, "--distributed-rank", str(rank)], cwd=tmp_path, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        for rank in (0, 1)
+    ]
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    assert "distributed init (rank 1)" in logs[1]
+    assert len(re.findall(r"Admin profiled \d+ (encoder|decoder) omegas", logs[0])) == 2
+    assert _train_losses(logs[0])[-1][0] == 20
+    state = torch.load(tmp_path / "ckpt" / "checkpoint_last.pt", map_location="cpu")
+    assert state["model"]["admin_omega_profiled"].item() == 1
