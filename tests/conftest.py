@@ -70,14 +70,9 @@ def bible(tmp_path_factory):
     """A binarised Bible slice (en-fr): 3,000 training verses from all books but Mark, 100
     validation verses, the first 100 verses of Mark as test set; joint sentencepiece 1k."""
     root = tmp_path_factory.mktemp("bible")
-    raw, binary = root / "raw", root / "bin"
-    run_cli("-m admin_fairseq.data.bible", "--pair", "en-fr", "--out", raw, "--train-size",
-            "3000", "--valid-size", "100", "--test-size", BIBLE_TEST_SIZE, cwd=root)  # fmt: skip
-    run_cli("-m admin_fairseq.data.spm", "--data", raw, "--src", "en", "--tgt", "fr",
-            "--vocab-size", "1000", cwd=root)  # fmt: skip
-    spm = raw / "spm"
-    run_cli("fairseq-preprocess", "--source-lang", "en", "--target-lang", "fr",
-            "--trainpref", spm / "train", "--validpref", spm / "valid", "--testpref",
-            spm / "test", "--destdir", binary, "--joined-dictionary", "--workers", "2",
-            cwd=root)  # fmt: skip
+    raw = root / "raw"
+    run_cli("-m admin_fairseq.data.pipeline", "--pair", "en-fr", "--out", raw, "--train-size",
+            "3000", "--valid-size", "100", "--test-size", BIBLE_TEST_SIZE, "--vocab-size",
+            "1000", cwd=root)  # fmt: skip
+    binary = raw / "bin"
     return {"root": root, "raw": raw, "bin": binary}

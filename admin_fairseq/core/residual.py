@@ -72,8 +72,11 @@ class OmegaResidual(nn.Module):
         return isinstance(self.omega, nn.Parameter)
 
     def forward(self, x, f_x):
+        omega = self.omega
+        if omega.dtype != x.dtype:  # e.g. an fp32 omega under autocast: keep x's dtype
+            omega = omega.to(x.dtype)
         # addcmul computes f_x + x * omega in one pass over memory.
-        return torch.addcmul(f_x, x, self.omega.to(dtype=x.dtype))
+        return torch.addcmul(f_x, x, omega)
 
     def extra_repr(self):
         shape = "vector" if self.as_parameter else "scalar"

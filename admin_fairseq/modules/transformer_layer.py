@@ -2,7 +2,7 @@
 
 fairseq's layers call ``self.residual_connection(x, residual)`` once per sub-layer, right
 before the Post-LN LayerNorm; in the decoder one hook serves all three sub-layers. The layers
-below override ``forward`` only to queue the sub-layers' omegas in the order the parent's
+below override ``forward`` only to name the sub-layers' omegas in the order the parent's
 forward reaches them (self-attention, cross-attention when it runs, FFN), and the hook takes
 the next one. Everything else, including activation checkpointing (which re-runs ``forward``),
 is fairseq's own code.
@@ -17,33 +17,6 @@ from fairseq.modules.transformer_layer import (
 )
 
 from admin_fairseq.core.residual import OmegaResidual
-
-
-class _OmegaQueue:
-    """Hands out the omegas of one forward pass in order, and checks the count."""
-
-    def __init__(self, residuals):
-        self._residuals = residuals
-        self._next = 0
-
-    def pop(self):
-        if self._next >= len(self._residuals):
-            raise RuntimeError(
-                "admin_fairseq: a fairseq Transformer layer called residual_connection() "
-                f"more than the {len(self._residuals)} times expected; this fairseq version "
-                "is not supported by admin_fairseq's layers"
-            )
-        residual = self._residuals[self._next]
-        self._next += 1
-        return residual
-
-    def check_all_used(self):
-        if self._next != len(self._residuals):
-            raise RuntimeError(
-                f"admin_fairseq: expected {len(self._residuals)} residual connections in a "
-                f"fairseq Transformer layer, saw {self._next}; this fairseq version is not "
-                "supported by admin_fairseq's layers"
-            )
 
 
 class OmegaProfiler:
@@ -69,13 +42,34 @@ class OmegaProfiler:
 
 
 class _AdminLayerMixin:
-    """The residual hook shared by the encoder and decoder layers."""
+    """The residual hook shared by the encoder and decoder layers: ``forward`` names the
+    omegas of this pass in the order the parent's forward reaches its sub-layers, and each
+    ``residual_connection`` call takes the next one."""
 
     omega_profiler = None  # set on every layer of a stack while its omegas are profiled
 
+    def _forward_with_omegas(self, order, parent_forward, *args, **kwargs):
+        self._omega_order, self._omega_next = order, 0
+        out = parent_forward(*args, **kwargs)
+        if self._omega_next != len(order):
+            raise RuntimeError(
+                f"admin_fairseq: expected {len(order)} residual connections in a fairseq "
+                f"Transformer layer, saw {self._omega_next}; this fairseq version is not "
+                "supported by admin_fairseq's layers"
+            )
+        return out
+
     def residual_connection(self, x, residual):
         # fairseq passes the branch output first and the skip branch second.
-        omega_residual = self._omega_queue.pop()
+        index, order = self._omega_next, self._omega_order
+        if index >= len(order):
+            raise RuntimeError(
+                "admin_fairseq: a fairseq Transformer layer called residual_connection() "
+                f"more than the {len(order)} times expected; this fairseq version is not "
+                "supported by admin_fairseq's layers"
+            )
+        self._omega_next = index + 1
+        omega_residual = order[index]
         if self.omega_profiler is not None:
             self.omega_profiler.visit(omega_residual, residual, x)
         return omega_residual(residual, x)
@@ -89,13 +83,12 @@ class AdminEncoderLayer(_AdminLayerMixin, TransformerEncoderLayerBase):
         dim = cfg.encoder.embed_dim
         self.self_attn_residual = OmegaResidual(omega_init, as_parameter, dim)
         self.ffn_residual = OmegaResidual(omega_init, as_parameter, dim)
-        self._omega_queue = None
+        self._omega_order = (self.self_attn_residual, self.ffn_residual)
 
     def forward(self, x, encoder_padding_mask, attn_mask=None):
-        self._omega_queue = _OmegaQueue((self.self_attn_residual, self.ffn_residual))
-        out = super().forward(x, encoder_padding_mask, attn_mask=attn_mask)
-        self._omega_queue.check_all_used()
-        return out
+        return self._forward_with_omegas(
+            self._omega_order, super().forward, x, encoder_padding_mask, attn_mask=attn_mask
+        )
 
 
 class AdminDecoderLayer(_AdminLayerMixin, TransformerDecoderLayerBase):
@@ -110,15 +103,11 @@ class AdminDecoderLayer(_AdminLayerMixin, TransformerDecoderLayerBase):
         else:
             self.encoder_attn_residual = None
         self.ffn_residual = OmegaResidual(omega_init, as_parameter, dim)
-        self._omega_queue = None
+        self._with_cross = (self.self_attn_residual, self.encoder_attn_residual, self.ffn_residual)
+        self._without_cross = (self.self_attn_residual, self.ffn_residual)
 
     def forward(self, x, encoder_out=None, *args, **kwargs):
         # The parent runs cross-attention only when both the module and encoder_out exist.
-        if self.encoder_attn is not None and encoder_out is not None:
-            order = (self.self_attn_residual, self.encoder_attn_residual, self.ffn_residual)
-        else:
-            order = (self.self_attn_residual, self.ffn_residual)
-        self._omega_queue = _OmegaQueue(order)
-        out = super().forward(x, encoder_out, *args, **kwargs)
-        self._omega_queue.check_all_used()
-        return out
+        uses_cross = self.encoder_attn is not None and encoder_out is not None
+        order = self._with_cross if uses_cross else self._without_cross
+        return self._forward_with_omegas(order, super().forward, x, encoder_out, *args, **kwargs)
