@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Does Admin cost anything? Training and inference speed and memory, in one run.
 
-    python scripts/bench_training.py            # about 10 minutes on a 2-core CPU
-    python scripts/bench_training.py --quick    # about 2 minutes, fewer and shorter runs
+    python scripts/bench_training.py            # about 15 minutes on a 2-core CPU
+    python scripts/bench_training.py --quick    # about 5 minutes, fewer and shorter runs
 
 Parts (each prints its figures; all are written to ``--out`` as ``results.json`` and
 ``results.md``):
@@ -13,7 +13,9 @@ Parts (each prints its figures; all are written to ``--out`` as ``results.json``
    alternating within each round so that drifts in machine load hit them alike. Per run:
    fairseq's words/s (median of its log intervals, the first dropped as warm-up), seconds
    per update, and the process's peak resident memory (``wait4``'s ``ru_maxrss``). Reported:
-   medians over rounds and the ratios to vanilla Post-LN.
+   medians over rounds and the ratios to vanilla Post-LN. Then (1b) the more precise
+   measurement: the same models built in one process, taking turns step by step on the same
+   real batches, with the median of the paired per-step ratios.
 2. The residual alone, forward + backward: our ``OmegaResidual`` (one ``addcmul``) against
    the reference library's formula ``x * omega + f_x`` and against the plain ``x + f_x``.
 3. Scaling: seconds per update vs depth (6, 12, 18, 36 layers per stack) for vanilla and
@@ -23,6 +25,7 @@ Parts (each prints its figures; all are written to ``--out`` as ``results.json``
 """
 
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -108,6 +111,55 @@ def training_throughput(data, depths, rounds, updates, workdir):
                          "speed_ratio": med["wps"] / base["wps"],
                          "memory_ratio": med["peak_rss_mib"] / base["peak_rss_mib"],
                          "rounds": rounds})  # fmt: skip
+    return rows
+
+
+def interleaved_step_time(data, depths, steps, warmup=5):
+    """Seconds per training step (forward, backward, Adam) of each variant, measured in one
+    process on the same real batches, the variants taking turns step by step (the order
+    rotating), so that machine-load drifts hit all of them alike. Medians and ratios."""
+    from fairseq import options, tasks
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    rows = []
+    for depth in depths:
+        models = {}
+        for name, flags in VARIANTS.items():
+            argv = [str(data), "--user-dir", str(REPO / "admin_fairseq"), "--arch", "transformer_admin",
+                    "--encoder-layers", str(depth), "--decoder-layers", str(depth), *WIDTH, *flags,
+                    *TRAIN]  # fmt: skip
+            cfg = convert_namespace_to_omegaconf(options.parse_args_and_arch(options.get_training_parser(), argv))
+            task = tasks.setup_task(cfg.task)
+            torch.manual_seed(1)
+            model = task.build_model(cfg.model).train()
+            criterion = task.build_criterion(cfg.criterion)
+            optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98))
+            models[name] = (model, criterion, optimizer)
+        task.load_dataset("train")
+        iterator = task.get_batch_iterator(task.dataset("train"), max_tokens=1024, seed=1)
+        batches = list(itertools.islice(iterator.next_epoch_itr(shuffle=True), 20))
+        times = {name: [] for name in models}
+        names = list(models)
+        for step in range(warmup + steps):
+            sample = batches[step % len(batches)]
+            for name in names[step % len(names):] + names[: step % len(names)]:
+                model, criterion, optimizer = models[name]
+                start = time.perf_counter()
+                loss, _, _ = criterion(model, sample)
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad()
+                if step >= warmup:
+                    times[name].append(time.perf_counter() - start)
+        for name in names:
+            # paired: each step's time against Post-LN's on the same batch, same moment
+            ratios = [b / t for b, t in zip(times["Post-LN"], times[name])]
+            q = statistics.quantiles(ratios, n=4)
+            rows.append({"layers": depth, "variant": name, "sec_per_step": statistics.median(times[name]),
+                         "speed_ratio": statistics.median(ratios), "ratio_iqr": [q[0], q[2]],
+                         "steps": steps})  # fmt: skip
+            log(f"  {depth}L-{depth}L {name:15s} {rows[-1]['sec_per_step']:.4f} s/step, speed "
+                f"{rows[-1]['speed_ratio']:.3f} x Post-LN (IQR {q[0]:.3f}-{q[2]:.3f})")
     return rows
 
 
@@ -249,6 +301,13 @@ def markdown(res):
     out += [f"| {r['layers']}L-{r['layers']}L | {r['variant']} | {r['wps']:.0f} | {r['sec_per_update']:.3f} | "
             f"{r['peak_rss_mib']:.0f} | {r['speed_ratio']:.3f} | {r['memory_ratio']:.3f} |"
             for r in res["training"]]  # fmt: skip
+    out += ["", "Step time in one process, the variants taking turns on the same batches (median of "
+            f"{res['settings']['interleaved_steps']} paired per-step ratios, Post-LN time / variant time; "
+            "IQR = interquartile range of those ratios):", "",
+            "| layers | variant | s/step | speed / Post-LN | IQR |", "|---|---|---|---|---|"]  # fmt: skip
+    out += [f"| {r['layers']}L-{r['layers']}L | {r['variant']} | {r['sec_per_step']:.3f} | "
+            f"{r['speed_ratio']:.3f} | {r['ratio_iqr'][0]:.3f}-{r['ratio_iqr'][1]:.3f} |"
+            for r in res["interleaved"]]  # fmt: skip
     out += ["", "The residual alone, forward + backward on a 64 x 32 x 512 fp32 tensor:", "",
             "| omega | implementation | ms | / reference |", "|---|---|---|---|"]
     out += [f"| {r['omega']} | {r['implementation']} | {r['ms']:.3f} | {r['ratio_to_reference']:.3f} |"
@@ -273,10 +332,11 @@ def main():
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
-    settings = {"rounds": 1 if args.quick else 3, "updates": 40 if args.quick else 50,
+    settings = {"rounds": 1 if args.quick else 3, "updates": 40,
                 "depths": [6] if args.quick else [6, 18],
                 "scaling_depths": [6, 12] if args.quick else [6, 12, 18, 36],
-                "micro_repeats": 10 if args.quick else 30}  # fmt: skip
+                "micro_repeats": 10 if args.quick else 30,
+                "interleaved_steps": 10 if args.quick else 40}  # fmt: skip
     env = environment()
     log(f"environment: {json.dumps(env)}")
     start = time.perf_counter()
@@ -290,13 +350,16 @@ def main():
         log("1/4 training throughput")
         training = training_throughput(data["bin"], settings["depths"], settings["rounds"],
                                        settings["updates"], workdir)  # fmt: skip
+        log("1b/4 interleaved step time in one process")
+        interleaved = interleaved_step_time(data["bin"], settings["depths"], settings["interleaved_steps"])
         log("2/4 residual micro-benchmark")
         residual = residual_micro(settings["micro_repeats"])
         log("3/4 step time vs depth")
         scale_rows, slopes = scaling(data["bin"], settings["scaling_depths"], 30, workdir)
         log("4/4 generation speed")
         infer = inference(data["bin"], workdir, 6, 40 if args.quick else 150)
-    res = {"environment": env, "settings": settings, "training": training, "residual": residual,
+    res = {"environment": env, "settings": settings, "training": training,
+           "interleaved": interleaved, "residual": residual,
            "scaling": scale_rows, "scaling_slopes": slopes, "inference": infer,
            "seconds": time.perf_counter() - start}  # fmt: skip
     out = Path(args.out)
