@@ -60,3 +60,8 @@ def test_output_change_summary_is_the_scripts_output():
     summary = (REPO / "results" / "output_change" / "summary.md").read_text(encoding="utf-8")
     assert summary in README
     assert "results/output_change/output_change.png" in README
+
+
+def test_benchmark_table_is_the_scripts_output():
+    table = (REPO / "results" / "bench_training" / "results.md").read_text(encoding="utf-8")
+    assert table in README
