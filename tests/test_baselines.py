@@ -78,7 +78,7 @@ def test_beta_hits_only_the_value_slice_of_a_fused_projection():
 @pytest.mark.parametrize("flags,message", [
     (["--deepnet", "--encoder-normalize-before"], "--deepnet is defined for Post-LN"),
     (["--deepnet", "--admin-init"], "--deepnet and --admin-init are two different"),
-    (["--admin-profile"], "--admin-profile has no effect without --admin-init"),
+    (["--admin-profile"], "--admin-profile/--admin-profile-from has no effect without --admin-init"),
     (["--admin-init", "--admin-profile", "--admin-output-change-scale", "O(1)"],
      "--admin-output-change-scale does not apply to --admin-profile"),
     (["--admin-init", "--admin-profile", "--decoder-normalize-before"], "--admin-init is defined for Post-LN"),
@@ -232,3 +232,26 @@ def test_two_gloo_workers_agree_on_the_profile(dict_dir, tmp_path):
     model(*sample_batch(task, seed=1))
     own = torch.cat([v for side in ("encoder", "decoder") for v in _omega_values(model, side)])
     assert not torch.equal(own, rank1)
+
+
+def test_a_checkpoint_does_not_need_its_profile_file_later(dict_dir, tmp_path):
+    """--admin-profile-from is read once; the saved configuration no longer points at it."""
+    from fairseq import tasks
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    from admin_fairseq.models.transformer_admin import AdminTransformerModel
+    from fairseq_helpers import parse
+
+    profile = tmp_path / "profile.json"
+    profile.write_text(json.dumps({"encoder": [1.0, 1.4, 1.7, 1.9, 2.1, 2.3],
+                                   "decoder": [1.0, 1.3, 1.5, 1.7, 1.9, 2.0]}))  # fmt: skip
+    args = parse(dict_dir, *PROFILED, "--admin-profile-from", str(profile))
+    task = tasks.setup_task(convert_namespace_to_omegaconf(args).task)
+    model = AdminTransformerModel.build_model(args, task)
+    assert args.admin_profile_from is None and args.admin_profile_source == str(profile)
+    state = model.state_dict()
+    profile.unlink()
+    again = AdminTransformerModel.build_model(args, task)  # as resume/fairseq-generate would
+    again.load_state_dict(state)
+    assert again.admin_omega_profiled.item() == 1
+    assert again.encoder.layers[2].ffn_residual.omega[0].item() == pytest.approx(2.3)

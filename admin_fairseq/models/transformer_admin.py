@@ -137,7 +137,7 @@ def check_admin_args(args):
         for flag, value, default in (
             ("--admin-as-parameter", args.admin_as_parameter, False),
             ("--admin-output-change-scale", args.admin_output_change_scale, DEFAULT_OUTPUT_CHANGE_SCALE),
-            ("--admin-profile", args.admin_profile, False),
+            ("--admin-profile/--admin-profile-from", args.admin_profile, False),
         ):  # fmt: skip
             if value != default:
                 raise ValueError(
@@ -286,6 +286,10 @@ class AdminTransformerModel(TransformerModel):
             load_omega_profile(model, args.admin_profile_from)
             model.admin_omega_profiled.fill_(1)
             logger.info(f"Admin omegas loaded from {args.admin_profile_from}")
+            # The omegas now live in the model and its checkpoints: a later load (resume,
+            # fairseq-generate) must not need the file, so keep its name for the record only.
+            args.admin_profile_source = args.admin_profile_from
+            args.admin_profile_from = None
         return model
 
     @classmethod
