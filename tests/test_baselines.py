@@ -255,3 +255,21 @@ def test_a_checkpoint_does_not_need_its_profile_file_later(dict_dir, tmp_path):
     again.load_state_dict(state)
     assert again.admin_omega_profiled.item() == 1
     assert again.encoder.layers[2].ffn_residual.omega[0].item() == pytest.approx(2.3)
+
+
+def test_profiling_refuses_fairseqs_fp16_optimizer(dict_dir):
+    """FP16Optimizer keeps an fp32 copy made before the profile; memory-efficient fp16 does not."""
+    from fairseq.models import ARCH_CONFIG_REGISTRY
+
+    from admin_fairseq.models.transformer_admin import check_admin_args
+    from fairseq_helpers import parse
+
+    for flags, ok in ((["--fp16"], False), (["--bf16"], False),
+                      (["--fp16", "--memory-efficient-fp16"], True), (["--fp16", "--amp"], True)):  # fmt: skip
+        args = parse(dict_dir, *PROFILED, *flags)
+        ARCH_CONFIG_REGISTRY["transformer_admin_tiny"](args)
+        if ok:
+            check_admin_args(args)
+        else:
+            with pytest.raises(ValueError, match="--memory-efficient-fp16"):
+                check_admin_args(args)

@@ -143,6 +143,22 @@ def check_admin_args(args):
                 raise ValueError(
                     f"{flag} has no effect without --admin-init; add --admin-init or drop {flag}"
                 )
+    fp16_master_copies = (
+        (getattr(args, "fp16", False) or getattr(args, "bf16", False))
+        and not getattr(args, "memory_efficient_fp16", False)
+        and not getattr(args, "memory_efficient_bf16", False)
+        and not getattr(args, "amp", False)
+    )
+    if args.admin_profile and not args.admin_profile_from and fp16_master_copies:
+        # fairseq's FP16Optimizer copies the parameters to fp32 when it is built, before
+        # the first batch, and copies them back after every step: it would overwrite the
+        # profiled omegas with their placeholder.
+        raise ValueError(
+            "--admin-profile cannot profile under --fp16/--bf16 with fairseq's FP16Optimizer "
+            "(its fp32 copy of the weights predates the profile); use "
+            "--memory-efficient-fp16 (the published recipes' setting) or --amp, or pass a "
+            "profile computed earlier with --admin-profile-from"
+        )
     if args.admin_profile and args.admin_output_change_scale != DEFAULT_OUTPUT_CHANGE_SCALE:
         raise ValueError(
             "--admin-output-change-scale does not apply to --admin-profile: the profiled "
