@@ -159,6 +159,11 @@ def check_admin_args(args):
             "--memory-efficient-fp16 (the published recipes' setting) or --amp, or pass a "
             "profile computed earlier with --admin-profile-from"
         )
+    if args.admin_profile and getattr(args, "ddp_backend", None) == "fully_sharded":
+        raise ValueError(
+            "--admin-profile does not support --ddp-backend fully_sharded (the profile is "
+            "taken and broadcast on unsharded layers); use another --ddp-backend"
+        )
     if args.admin_profile and args.admin_output_change_scale != DEFAULT_OUTPUT_CHANGE_SCALE:
         raise ValueError(
             "--admin-output-change-scale does not apply to --admin-profile: the profiled "
@@ -347,6 +352,14 @@ class AdminTransformerModel(TransformerModel):
             for stack in (self.encoder, self.decoder):
                 for layer in stack.layers:
                     layer.omega_profiler = None
+        for side, stack in (("encoder", self.encoder), ("decoder", self.decoder)):
+            expected = len(_omega_residuals(stack))
+            if len(profilers[side].values) != expected:
+                raise RuntimeError(
+                    f"admin_fairseq: profiling saw {len(profilers[side].values)} of the "
+                    f"{expected} {side} sub-layers; the layers are wrapped in a way it does "
+                    "not support"
+                )
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             if torch.distributed.get_world_size() > 1:
                 for _, module in _omega_residuals(self):
