@@ -43,3 +43,23 @@ def test_score_is_sacrebleu():
     assert score(["x y z", "q"], refs)["bleu"] < 5.0
     with pytest.raises(ValueError, match="must align"):
         score(["one"], refs)
+
+
+@pytest.mark.slow
+def test_pipeline_reruns_only_what_changed(tmp_path):
+    from admin_fairseq.data.pipeline import binarize_bible
+
+    messages = []
+    kwargs = dict(pair="fr-de", train_size=500, valid_size=50, test_size=50, log=messages.append)
+    out = binarize_bible(tmp_path / "bible", vocab_size=300, **kwargs)
+    assert (out["bin"] / "train.fr-de.fr.bin").exists() and out["spm_model"].exists()
+    stats = (tmp_path / "bible" / "stats.json").read_text()
+    assert '"train.fr": 500' in stats and '"test.de": 50' in stats
+    messages.clear()
+    binarize_bible(tmp_path / "bible", vocab_size=300, **kwargs)
+    assert any("already binarised" in m for m in messages)
+    assert not any("learning" in m for m in messages)
+    messages.clear()
+    binarize_bible(tmp_path / "bible", vocab_size=200, **kwargs)
+    assert any("settings changed" in m for m in messages)
+    assert len((out["bin"] / "dict.fr.txt").read_text().splitlines()) < 300

@@ -262,3 +262,19 @@ def test_bad_scale_from_a_config_names_the_flag(dict_dir):
     args.admin_output_change_scale = "default"
     check_admin_args(args)
     assert args.admin_output_change_scale == "O(logn)"
+
+
+def test_deepest_preset_stays_finite_in_bf16(dict_dir):
+    """100L-100L with O(1) omega (14.1 encoder, 17.3 decoder): a bf16 forward and backward
+    on the CPU give finite outputs and gradients, omega stays in bf16 with the model."""
+    model, task = build(
+        dict_dir, "--arch", "transformer_admin_100_100", *SMALL, "--admin-init",
+        "--admin-output-change-scale", "O(1)", "--admin-as-parameter",
+    )  # fmt: skip
+    model = model.to(torch.bfloat16).train()
+    assert model.decoder.layers[99].ffn_residual.omega.dtype == torch.bfloat16
+    logits = forward(model, sample_batch(task))
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(logits.float()).all()
+    logits.float().logsumexp(-1).mean().backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert len(grads) > 1000 and all(torch.isfinite(g.float()).all() for g in grads)
