@@ -1,0 +1,107 @@
+"""Interrupted runs resume exactly: SIGKILL a fairseq-train run after a checkpoint, run the
+same command again, and compare with what the killed run logged for the same updates."""
+
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+
+import admin_fairseq  # noqa: F401  (allowlists the classes of fairseq checkpoints for torch.load)
+
+from conftest import USER_DIR, cli_path
+
+MODEL = [
+    "--arch", "transformer_admin_tiny", "--encoder-layers", "3", "--decoder-layers", "3",
+    "--encoder-embed-dim", "32", "--decoder-embed-dim", "32",
+    "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64", "--share-all-embeddings",
+]  # fmt: skip
+TRAIN = [
+    "--optimizer", "adam", "--lr", "2e-3", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "50",
+    "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1", "--max-tokens", "512",
+    "--seed", "3", "--no-progress-bar", "--log-format", "simple", "--log-interval", "5",
+    "--save-interval-updates", "50", "--keep-interval-updates", "2", "--no-epoch-checkpoints",
+    "--max-update", "120", "--num-workers", "0", "--disable-validation",
+]  # fmt: skip
+VARIANTS = {
+    "scalar": ["--admin-init"],
+    "vector": ["--admin-init", "--admin-as-parameter"],
+    "profiled": ["--admin-init", "--admin-profile"],
+}
+INNER = re.compile(r"train_inner .*?loss=([\d.]+).*?num_updates=(\d+)")
+
+
+def _command(bible, save_dir, flags):
+    return [cli_path("fairseq-train"), str(bible["bin"]), "--user-dir", str(USER_DIR), *MODEL,
+            *flags, *TRAIN, "--save-dir", str(save_dir)]  # fmt: skip
+
+
+def _run_until(cmd, cwd, stop_when, timeout=300):
+    """Start ``cmd``; SIGKILL it as soon as ``stop_when(output so far)`` is true."""
+    # unbuffered, so that each log line arrives when it is written and the kill lands on time
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env)  # fmt: skip
+    output, deadline = "", time.monotonic() + timeout
+    for line in proc.stdout:
+        output += line
+        if stop_when(output):
+            proc.send_signal(signal.SIGKILL)
+            break
+        assert time.monotonic() < deadline, "training did not reach the kill point in time"
+    proc.wait()
+    return output + proc.stdout.read()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_sigkill_then_same_command_resumes_exactly(bible, tmp_path, variant):
+    save_dir = tmp_path / "ckpt"
+    cmd = _command(bible, save_dir, VARIANTS[variant])
+
+    def past_first_checkpoint(out):  # killed mid-epoch, 15 updates after the checkpoint at 50
+        return "@ 50 updates" in out and any(int(u) >= 65 for _, u in INNER.findall(out))
+
+    killed = _run_until(cmd, tmp_path, past_first_checkpoint)
+    assert "Saved checkpoint" in killed
+    last = save_dir / "checkpoint_last.pt"
+    state = torch.load(last, map_location="cpu")  # complete and loadable
+    assert state["optimizer_history"][-1]["num_updates"] == 50
+    assert not list(save_dir.glob("*.tmp"))
+    saved_omega = {k: v for k, v in state["model"].items() if k.endswith("_residual.omega")}
+
+    resumed = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True,
+                             env=dict(os.environ, OMP_NUM_THREADS="1"))  # fmt: skip
+    log = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, log[-3000:]
+    assert re.search(r"Loaded checkpoint .*checkpoint_last\.pt \(epoch \d+ @ 50 updates\)", log)
+    assert "Admin profiled" not in log  # profiled omegas come from the checkpoint
+    before = {int(u): float(loss) for loss, u in INNER.findall(killed)}
+    after = {int(u): float(loss) for loss, u in INNER.findall(log)}
+    assert min(after) == 55 and max(after) == 120
+    # the same batches, dropout masks and weights: the resumed run repeats the killed one
+    for update in (55, 60, 65):
+        assert after[update] == pytest.approx(before[update], abs=0.002), (update, before, after)
+    final = torch.load(last, map_location="cpu")
+    assert final["optimizer_history"][-1]["num_updates"] == 120
+    if variant == "scalar":
+        for key, value in saved_omega.items():
+            assert torch.equal(final["model"][key], value)
+    elif variant == "vector":  # trained on from the restored values
+        assert any(not torch.equal(final["model"][k], v) for k, v in saved_omega.items())
+
+
+@pytest.mark.slow
+def test_killed_while_saving_leaves_a_loadable_checkpoint(bible, tmp_path):
+    save_dir = tmp_path / "ckpt"
+    cmd = _command(bible, save_dir, VARIANTS["vector"])
+    # first checkpoint complete, then kill as soon as the second save starts
+    out = _run_until(cmd, tmp_path, lambda o: o.count("Preparing to save checkpoint") >= 2)
+    assert "Preparing to save checkpoint" in out
+    state = torch.load(save_dir / "checkpoint_last.pt", map_location="cpu")
+    assert state["optimizer_history"][-1]["num_updates"] in (50, 100)
+    for path in save_dir.glob("*.pt"):
+        torch.load(path, map_location="cpu")  # every .pt file there is complete
