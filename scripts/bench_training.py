@@ -118,20 +118,17 @@ def interleaved_step_time(data, depths, steps, warmup=5):
     """Seconds per training step (forward, backward, Adam) of each variant, measured in one
     process on the same real batches, the variants taking turns step by step (the order
     rotating), so that machine-load drifts hit all of them alike. Medians and ratios."""
-    from fairseq import options, tasks
-    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+    from admin_fairseq.build import build_from_flags
 
     rows = []
     for depth in depths:
         models = {}
         for name, flags in VARIANTS.items():
-            argv = [str(data), "--user-dir", str(REPO / "admin_fairseq"), "--arch", "transformer_admin",
+            argv = ["--user-dir", str(REPO / "admin_fairseq"), "--arch", "transformer_admin",
                     "--encoder-layers", str(depth), "--decoder-layers", str(depth), *WIDTH, *flags,
                     *TRAIN]  # fmt: skip
-            cfg = convert_namespace_to_omegaconf(options.parse_args_and_arch(options.get_training_parser(), argv))
-            task = tasks.setup_task(cfg.task)
-            torch.manual_seed(1)
-            model = task.build_model(cfg.model).train()
+            model, task, cfg = build_from_flags(data, argv, seed=1)
+            model.train()
             criterion = task.build_criterion(cfg.criterion)
             optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98))
             models[name] = (model, criterion, optimizer)

@@ -33,8 +33,8 @@ import warnings
 from pathlib import Path
 
 import torch
-from fairseq import options, tasks
-from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+from admin_fairseq.build import build_from_flags
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {
@@ -62,14 +62,11 @@ def _dictionary_dir():
 
 
 def build_model(dict_dir, layers, flags, seed):
-    parser = options.get_training_parser()
-    argv = [str(dict_dir), "--user-dir", str(REPO / "admin_fairseq"), "-s", "src", "-t", "tgt",
+    argv = ["--user-dir", str(REPO / "admin_fairseq"), "-s", "src", "-t", "tgt",
             "--arch", "transformer_admin", *WIDTH, "--encoder-layers", str(layers),
             "--decoder-layers", str(layers), "--dropout", "0.1", *flags]  # fmt: skip
-    cfg = convert_namespace_to_omegaconf(options.parse_args_and_arch(parser, argv))
-    task = tasks.setup_task(cfg.task)
-    torch.manual_seed(seed)
-    return task.build_model(cfg.model).double(), task
+    model, task, _ = build_from_flags(dict_dir, argv, seed=seed)
+    return model.double(), task
 
 
 def measure(dict_dir, layers, flags, seed, batch=8, length=20):

@@ -3,6 +3,7 @@
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -53,6 +54,13 @@ def run_cli(name, *args, cwd, check=True, timeout=900):
             f"{(result.stdout + result.stderr)[-6000:]}"
         )
     return result
+
+
+def free_port():
+    """A TCP port on the loopback interface that is free right now (for gloo workers)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

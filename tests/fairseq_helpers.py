@@ -1,8 +1,9 @@
 """Build fairseq models in memory through fairseq's own argument parsing."""
 
 import torch
-from fairseq import options, tasks
-from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+from fairseq import options
+
+from admin_fairseq.build import build_from_flags
 
 from conftest import USER_DIR
 
@@ -13,18 +14,18 @@ SMALL = [
 ]  # fmt: skip
 
 
+def _argv(flags):
+    return ["--user-dir", str(USER_DIR), "-s", "en", "-t", "fr", *flags]
+
+
 def parse(data_dir, *flags):
     parser = options.get_training_parser()
-    argv = [str(data_dir), "--user-dir", str(USER_DIR), "-s", "en", "-t", "fr", *flags]
-    return options.parse_args_and_arch(parser, argv)
+    return options.parse_args_and_arch(parser, [str(data_dir), *_argv(flags)])
 
 
 def build(data_dir, *flags, seed=1):
     """Return ``(model, task)`` built as fairseq-train would, with ``seed`` set first."""
-    cfg = convert_namespace_to_omegaconf(parse(data_dir, *flags))
-    task = tasks.setup_task(cfg.task)
-    torch.manual_seed(seed)
-    model = task.build_model(cfg.model)
+    model, task, _ = build_from_flags(data_dir, _argv(flags), seed=seed)
     return model, task
 
 

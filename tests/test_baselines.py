@@ -3,7 +3,6 @@
 import json
 import math
 import os
-import socket
 
 import pytest
 import torch
@@ -13,6 +12,7 @@ import torch.multiprocessing as mp
 from admin_fairseq.core.deepnorm import encoder_decoder_constants, single_stack_constants
 from admin_fairseq.models.transformer_admin import _scale_value_projection
 
+from conftest import free_port
 from fairseq_helpers import SMALL, build, sample_batch
 
 TINY = ["--arch", "transformer_admin_tiny", *SMALL]
@@ -200,12 +200,6 @@ def test_profile_from_rejects_mismatches(dict_dir, tmp_path):
         build(dict_dir, *PROFILED, "--admin-profile-from", str(tmp_path / "missing.pt"))
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _profile_on_rank(rank, world_size, port, dict_dir, out_dir):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -222,7 +216,7 @@ def _profile_on_rank(rank, world_size, port, dict_dir, out_dir):
 
 
 def test_two_gloo_workers_agree_on_the_profile(dict_dir, tmp_path):
-    mp.spawn(_profile_on_rank, args=(2, _free_port(), str(dict_dir), str(tmp_path)), nprocs=2)
+    mp.spawn(_profile_on_rank, args=(2, free_port(), str(dict_dir), str(tmp_path)), nprocs=2)
     rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
     assert torch.equal(rank0, rank1)
     # without the broadcast the workers would differ: rank 1's own batch gives other values

@@ -167,14 +167,11 @@ def test_profiled_admin_on_two_cpu_workers(bible, tmp_path):
     """Two fairseq-train processes (gloo, explicit ranks: on a CPU, fairseq's torchrun path
     divides by the GPU count) profile on rank 0's batch, broadcast and finish together."""
     import os
-    import socket
     import subprocess
 
-    from conftest import cli_path
+    from conftest import cli_path, free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     common = [cli_path("fairseq-train"), str(bible["bin"]), "--user-dir", str(USER_DIR),
               *SMALL_MODEL, "--admin-init", "--admin-profile", *OPTIM, "--max-update", "20",
               "--log-interval", "10", "--save-dir", str(tmp_path / "ckpt"), "--cpu",

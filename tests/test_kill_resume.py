@@ -12,7 +12,7 @@ import torch
 
 import admin_fairseq  # noqa: F401  (allowlists the classes of fairseq checkpoints for torch.load)
 
-from conftest import USER_DIR, cli_path
+from conftest import USER_DIR, cli_path, free_port
 
 MODEL = [
     "--arch", "transformer_admin_tiny", "--encoder-layers", "3", "--decoder-layers", "3",
@@ -107,14 +107,6 @@ def test_killed_while_saving_leaves_a_loadable_checkpoint(bible, tmp_path):
         torch.load(path, map_location="cpu")  # every .pt file there is complete
 
 
-def _free_port():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_cpu_workers_match_one_worker_with_update_freq_2(bible, tmp_path):
     """Two gloo workers (explicit ranks; fairseq's torchrun path divides by the GPU count
@@ -127,7 +119,7 @@ def test_two_cpu_workers_match_one_worker_with_update_freq_2(bible, tmp_path):
     result = subprocess.run(single, cwd=tmp_path, capture_output=True, text=True, env=env)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
 
-    port = _free_port()
+    port = free_port()
     dist = ["--cpu", "--ddp-backend", "legacy_ddp", "--distributed-backend", "gloo",
             "--distributed-init-method", f"tcp://127.0.0.1:{port}", "--distributed-world-size", "2",
             "--distributed-no-spawn"]  # fmt: skip
