@@ -210,14 +210,13 @@ def _load(path, data):
     from fairseq import checkpoint_utils
 
     overrides = {"data": str(data)} if data is not None else None
-    models, cfg, task = checkpoint_utils.load_model_ensemble_and_task(
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task(
         [str(path)], arg_overrides=overrides
     )
-    model = models[0].eval()
-    return model, cfg, task
+    return models[0].eval(), task
 
 
-def _sample_batch(task, cfg, subset, max_sentences, seed=0):
+def _sample_batch(task, subset, max_sentences, seed=0):
     """A batch of real sentences from ``subset`` of the binarised data if it is there,
     else random tokens from the dictionary."""
     try:
@@ -243,9 +242,9 @@ def _sample_batch(task, cfg, subset, max_sentences, seed=0):
 def max_logprob_difference(admin_path, plain_path, data=None, subset="valid", max_sentences=32):
     """Max absolute difference of the decoder's output log-probabilities between the Admin
     checkpoint and its export, on one batch (teacher forcing). Returns ``(diff, batch)``."""
-    admin, cfg, task = _load(admin_path, data)
-    plain, _, _ = _load(plain_path, data)
-    net_input, described = _sample_batch(task, cfg, subset, max_sentences)
+    admin, task = _load(admin_path, data)
+    plain, _ = _load(plain_path, data)
+    net_input, described = _sample_batch(task, subset, max_sentences)
     outputs = []
     for model in (admin, plain):
         logits = model(**net_input)

@@ -190,8 +190,6 @@ def test_profile_from_rejects_mismatches(dict_dir, tmp_path):
     (tmp_path / "short.json").write_text(json.dumps({"encoder": [1.0] * 4, "decoder": [1.0] * 6}))
     with pytest.raises(ValueError, match="has 4 encoder omegas, the model has 6 encoder sub-layers"):
         build(dict_dir, *PROFILED, "--admin-profile-from", str(tmp_path / "short.json"))
-    deeper, _ = build(dict_dir, *TINY, "--encoder-layers", "4", "--decoder-layers", "2", "--admin-init",
-                      "--admin-profile")  # fmt: skip
     torch.save({"model": build(dict_dir, *TINY, "--admin-init")[0].state_dict()}, tmp_path / "shallow.pt")
     with pytest.raises(ValueError, match="no omega for .* sub-layers"):
         build(dict_dir, *TINY, "--encoder-layers", "4", "--decoder-layers", "2", "--admin-init",
