@@ -14,13 +14,38 @@ from admin_fairseq.core import (  # noqa: F401
     reinmax,
 )
 
+import logging
+
 __version__ = "0.1.0"
 
-try:
-    import fairseq  # noqa: F401
-except ImportError:  # the core does not need fairseq
-    pass
-else:
-    from admin_fairseq import checkpoint_compat, models  # noqa: F401  (registers the models)
 
-    checkpoint_compat.allow_fairseq_checkpoints()
+
+def _import_fairseq_quietly():
+    """Import fairseq and register our models without changing the program's logging.
+
+    Two of fairseq's task modules call ``logging.basicConfig(level=DEBUG)`` at import time,
+    which would make every later library (matplotlib, ...) print its debug messages in any
+    program that imports this package. Inside fairseq's own CLIs the root logger is set up
+    before us and is left as it is.
+    """
+    root = logging.getLogger()
+    handlers, level, disabled = list(root.handlers), root.level, logging.root.manager.disable
+    logging.disable(logging.INFO)
+    try:
+        import fairseq  # noqa: F401
+    except ImportError:  # the core does not need fairseq
+        return False
+    else:
+        from admin_fairseq import checkpoint_compat, models  # noqa: F401  (registers the models)
+
+        checkpoint_compat.allow_fairseq_checkpoints()
+        return True
+    finally:
+        logging.disable(disabled)
+        if not handlers:
+            for handler in list(root.handlers):
+                root.removeHandler(handler)
+            root.setLevel(level)
+
+
+HAS_FAIRSEQ = _import_fairseq_quietly()

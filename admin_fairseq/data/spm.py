@@ -20,7 +20,22 @@ def _line_count(path):
         return sum(1 for _ in f)
 
 
-def train_and_encode(data_dir, src, tgt, vocab_size=8000, splits=SPLITS, log=print):
+def _encode_file(processor, raw, out, threads, log, batch=20000):
+    """Encode ``raw`` line by line into ``out`` in batches of lines, on ``threads`` threads."""
+    done = 0
+    with open(raw, encoding="utf-8") as fin, open(out, "w", encoding="utf-8") as fout:
+        while True:
+            lines = [line.rstrip("\n") for _, line in zip(range(batch), fin)]
+            if not lines:
+                break
+            for pieces in processor.encode(lines, out_type=str, num_threads=threads):
+                fout.write(" ".join(pieces) + "\n")
+            done += len(lines)
+            if done % (50 * batch) == 0:
+                log(f"  {raw.name}: {done:,} lines encoded")
+
+
+def train_and_encode(data_dir, src, tgt, vocab_size=8000, splits=SPLITS, log=print, threads=None):
     """Learn ``{data_dir}/spm.model`` (if absent) and encode the splits; return line counts."""
     import sentencepiece as spm
 
@@ -61,10 +76,7 @@ def train_and_encode(data_dir, src, tgt, vocab_size=8000, splits=SPLITS, log=pri
                 raise FileNotFoundError(f"{raw} is missing; prepare the corpus first")
             if not encoded.exists() or encoded.stat().st_mtime < raw.stat().st_mtime:
                 tmp = encoded.with_suffix(encoded.suffix + ".tmp")
-                with open(raw, encoding="utf-8") as fin, open(tmp, "w", encoding="utf-8") as fout:
-                    for line in fin:
-                        fout.write(" ".join(processor.encode(line.rstrip("\n"), out_type=str)))
-                        fout.write("\n")
+                _encode_file(processor, raw, tmp, threads or os.cpu_count() or 1, log)
                 os.replace(tmp, encoded)
             counts[f"spm/{split}.{lang}"] = _line_count(encoded)
         if counts[f"spm/{split}.{src}"] != counts[f"spm/{split}.{tgt}"]:

@@ -1,0 +1,189 @@
+"""Compare recipe runs: a table (Markdown and CSV) and a plot of all loss curves.
+
+    python -m admin_fairseq.recipes.compare runs/wmt17-en-de/* --out results/wmt17-en-de
+
+For each run folder it reads ``run.json`` (method, depth, batch), the JSON log lines of
+``train.log`` (training loss every ``--log-interval`` updates, validation loss) and
+``eval/test.json`` (BLEU), and writes ``comparison.md``, ``comparison.csv`` and
+``loss_curves.png`` (training and validation loss against updates, all runs on shared axes).
+
+A run is reported as ``diverged`` when a logged loss is not finite, fairseq stopped it with a
+floating-point or minimum-loss-scale error, or its last training loss is more than
+``DIVERGED_RISE`` above its lowest (the loss went back up); ``failed`` when it exited non-zero
+for another reason; ``running`` while its ``run.json`` says so.
+"""
+
+import argparse
+import csv
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+from admin_fairseq.recipes import RecipeError
+
+DIVERGED_RISE = 1.0  # nats
+_JSON_LINE = re.compile(r"\| (train_inner|valid|train) \| (\{.*\})\s*$")
+_BLOWUP = ("FloatingPointError", "Minimum loss scale reached", "loss is nan", "NaN or Inf")
+
+
+def _float(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def read_log(path):
+    """``{"train": [(update, loss)], "valid": [(update, loss)], "blowup": bool}`` from a
+    fairseq ``--log-format json`` log. A resumed run logs the same updates again; the
+    latest value of each update wins."""
+    train, valid, blowup = {}, {}, False
+    if not Path(path).exists():
+        return {"train": [], "valid": [], "blowup": False}
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if any(marker in line for marker in _BLOWUP):
+                blowup = True
+            match = _JSON_LINE.search(line)
+            if not match:
+                continue
+            kind, payload = match.groups()
+            try:
+                stats = json.loads(payload)
+            except json.JSONDecodeError:
+                continue
+            if kind == "train_inner":
+                train[int(_float(stats.get("num_updates")))] = _float(stats.get("loss"))
+            elif kind == "valid":
+                valid[int(_float(stats.get("valid_num_updates")))] = _float(stats.get("valid_loss"))
+    return {"train": sorted(train.items()), "valid": sorted(valid.items()), "blowup": blowup}
+
+
+def summarize(run_dir, subset="test"):
+    run_dir = Path(run_dir)
+    info_path = run_dir / "run.json"
+    if not info_path.exists():
+        raise RecipeError(f"{run_dir} has no run.json; is it a folder made by the training step?")
+    info = json.loads(info_path.read_text())
+    log = read_log(run_dir / "train.log")
+    losses = [loss for _, loss in log["train"] + log["valid"]]
+    train_losses = [loss for _, loss in log["train"]]
+    nonfinite = any(not math.isfinite(x) for x in losses)
+    rose = bool(train_losses) and train_losses[-1] > min(train_losses) + DIVERGED_RISE
+    if nonfinite or log["blowup"] or rose:
+        status = "diverged"
+    elif info.get("status") == "running":
+        status = "running"
+    elif info.get("exit_code", 0) != 0:
+        status = "failed"
+    else:
+        status = "ok"
+    finite_valid = [loss for _, loss in log["valid"] if math.isfinite(loss)]
+    updates = max([u for u, _ in log["train"] + log["valid"]], default=0)
+    row = {
+        "run": run_dir.name, "method": info["method"],
+        "layers": f"{info['encoder_layers']}-{info['decoder_layers']}", "batch": info["batch"],
+        "updates": updates, "best_valid_loss": min(finite_valid) if finite_valid else None,
+        "last_train_loss": train_losses[-1] if train_losses else None, "status": status,
+        "bleu": None, "chrf": None, "tokenized_bleu": None, "bleu_signature": "",
+    }  # fmt: skip
+    eval_path = run_dir / "eval" / f"{subset}.json"
+    if eval_path.exists():
+        scores = json.loads(eval_path.read_text())
+        row.update(bleu=scores["bleu"], chrf=scores["chrf"], tokenized_bleu=scores["tokenized_bleu"],
+                   bleu_signature=scores["bleu_signature"])  # fmt: skip
+    return row, log
+
+
+def _fmt(value, digits=2):
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown_table(rows):
+    head = ["method", "layers", "batch", "updates", "best valid loss", "status", "BLEU", "chrF",
+            "tok. BLEU"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["method"], r["layers"], r["batch"], str(r["updates"]),
+                 _fmt(r["best_valid_loss"], 3), r["status"], _fmt(r["bleu"]), _fmt(r["chrf"], 1),
+                 _fmt(r["tokenized_bleu"])]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    signatures = sorted({r["bleu_signature"] for r in rows if r["bleu_signature"]})
+    lines.append("")
+    lines.append("BLEU and chrF: sacreBLEU on detokenized output"
+                 + (f" (BLEU signature `{signatures[0]}`)" if len(signatures) == 1 else "") + ". "
+                 "tok. BLEU: Moses-tokenized (compound-split for German), as the papers report; "
+                 "not comparable with sacreBLEU.")  # fmt: skip
+    if len(signatures) > 1:
+        lines += [f"- signature: `{s}`" for s in signatures]
+    return "\n".join(lines) + "\n"
+
+
+def plot(runs, path, title=None):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharex=True, sharey=True)
+    for row, log in runs:
+        label = f"{row['method']} {row['layers']} ({row['status']})"
+        for ax, key in zip(axes, ("train", "valid")):
+            points = [(u, min(loss, 1e3)) for u, loss in log[key] if math.isfinite(loss)]
+            if points:
+                ax.plot(*zip(*points), marker="." if key == "valid" else None, label=label)
+    for ax, name in zip(axes, ("training loss", "validation loss")):
+        ax.set_title(name)
+        ax.set_xlabel("updates")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("loss (nats per token, label-smoothed)")
+    axes[1].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def compare(run_dirs, out_dir, subset="test", title=None, log=print):
+    if not run_dirs:
+        raise RecipeError("no run folders given")
+    runs = [summarize(d, subset) for d in run_dirs]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = [row for row, _ in runs]
+    table = markdown_table(rows)
+    (out_dir / "comparison.md").write_text(table)
+    with open(out_dir / "comparison.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    plot(runs, out_dir / "loss_curves.png", title)
+    log(table)
+    log(f"wrote {out_dir / 'comparison.md'}, {out_dir / 'comparison.csv'}, {out_dir / 'loss_curves.png'}")
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", help="run folders")
+    parser.add_argument("--out", required=True, help="where the table and the plot go")
+    parser.add_argument("--subset", default="test")
+    parser.add_argument("--title")
+    args = parser.parse_args(argv)
+    try:
+        compare(args.runs, args.out, args.subset, args.title)
+    except RecipeError as err:
+        print(f"compare: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

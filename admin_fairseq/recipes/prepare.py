@@ -1,0 +1,418 @@
+"""Prepare a parallel corpus for the recipes: raw text -> sentencepiece -> fairseq binaries.
+
+    python -m admin_fairseq.recipes.prepare --corpus wmt17-en-de --out data/wmt17-en-de
+    python -m admin_fairseq.recipes.prepare --corpus wmt14-en-fr --out data/wmt14-en-fr \
+        --raw-dir /datasets/wmt-raw --offline
+    python -m admin_fairseq.recipes.prepare --corpus bible-en-fr --out data/bible-en-fr \
+        --train-size 3000 --vocab-size 1000
+
+Every corpus ends in the same layout, which the training and evaluation steps read:
+
+    {out}/{train,valid,test}.{src,tgt}   cleaned raw text (test.* is the untouched reference)
+    {out}/spm.model, {out}/spm/          joint sentencepiece model and encoded splits
+    {out}/bin/                           fairseq-preprocess --joined-dictionary output
+    {out}/counts.json                    line count of every produced file, and the settings
+
+Steps that finished are skipped when the command is run again; a step interrupted half-way
+is redone (files are written under temporary names and renamed). Any problem stops the run
+with a message naming the file and what to do.
+"""
+
+import argparse
+import gzip
+import io
+import json
+import os
+import re
+import shutil
+import sys
+import tarfile
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from admin_fairseq.data import bible, spm
+from admin_fairseq.data.pipeline import binarize_bible, fairseq_preprocess
+from admin_fairseq.recipes import RecipeError
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """One downloadable parallel training corpus: an archive and, for each language, the
+    base name of its text file inside the archive (``.gz`` members are decompressed)."""
+
+    name: str
+    url: str
+    members: dict
+
+
+@dataclass(frozen=True)
+class WmtTask:
+    src: str
+    tgt: str
+    train: tuple
+    valid: str  # sacreBLEU test-set name used as the validation set
+    test: str  # sacreBLEU test-set name used as the test set
+    vocab_size: int
+    notes: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def _corpus(name, url, src, tgt, src_file, tgt_file):
+    return Corpus(name, url, {src: src_file, tgt: tgt_file})
+
+
+# The training corpora of REFERENCE.md section 1, as fairseq's WMT preparation scripts fetch them.
+WMT = {
+    "wmt14-en-fr": WmtTask(
+        "en", "fr",
+        train=(
+            _corpus("europarl-v7", "http://www.statmt.org/europarl/v7/fr-en.tgz", "en", "fr",
+                    "europarl-v7.fr-en.en", "europarl-v7.fr-en.fr"),
+            _corpus("commoncrawl", "http://www.statmt.org/wmt13/training-parallel-commoncrawl.tgz",
+                    "en", "fr", "commoncrawl.fr-en.en", "commoncrawl.fr-en.fr"),
+            _corpus("un", "http://www.statmt.org/wmt13/training-parallel-un.tgz", "en", "fr",
+                    "undoc.2000.fr-en.en", "undoc.2000.fr-en.fr"),
+            _corpus("news-commentary-v9", "http://www.statmt.org/wmt14/training-parallel-nc-v9.tgz",
+                    "en", "fr", "news-commentary-v9.fr-en.en", "news-commentary-v9.fr-en.fr"),
+            _corpus("giga-fren", "http://www.statmt.org/wmt10/training-giga-fren.tar", "en", "fr",
+                    "giga-fren.release2.fixed.en.gz", "giga-fren.release2.fixed.fr.gz"),
+        ),
+        valid="wmt13", test="wmt14/full", vocab_size=40000,
+        notes="40k joint pieces, as fairseq's WMT'14 En-Fr recipe (40k BPE codes)",
+    ),
+    "wmt17-en-de": WmtTask(
+        "en", "de",
+        train=(
+            _corpus("europarl-v7", "http://www.statmt.org/europarl/v7/de-en.tgz", "en", "de",
+                    "europarl-v7.de-en.en", "europarl-v7.de-en.de"),
+            _corpus("commoncrawl", "http://www.statmt.org/wmt13/training-parallel-commoncrawl.tgz",
+                    "en", "de", "commoncrawl.de-en.en", "commoncrawl.de-en.de"),
+            _corpus("news-commentary-v12",
+                    "http://data.statmt.org/wmt17/translation-task/training-parallel-nc-v12.tgz",
+                    "en", "de", "news-commentary-v12.de-en.en", "news-commentary-v12.de-en.de"),
+            _corpus("rapid2016", "http://data.statmt.org/wmt17/translation-task/rapid2016.tgz",
+                    "en", "de", "rapid2016.de-en.en", "rapid2016.de-en.de"),
+        ),
+        valid="wmt16", test="wmt17", vocab_size=32000,
+        notes="32k joint pieces, as the usual WMT En-De setups (32k joint BPE)",
+    ),
+}  # fmt: skip
+
+BIBLE = {f"bible-{pair}": pair for pair in ("en-fr", "en-de", "fr-en", "de-en", "fr-de")}
+CORPORA = tuple(WMT) + tuple(BIBLE)
+
+MAX_WORDS = 250  # longer training lines are dropped (either side), as fairseq's WMT scripts do
+MAX_RATIO = 1.5  # and pairs whose word counts differ by more than this factor
+
+
+def line_count(path):
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
+
+
+def _atomic_write_lines(path, lines):
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    n = 0
+    with open(tmp, "w", encoding="utf-8") as f:
+        for line in lines:
+            f.write(line + "\n")
+            n += 1
+    os.replace(tmp, path)
+    return n
+
+
+# ---------------------------------------------------------------- download and extraction
+
+
+def _download(url, dest, log):
+    """Fetch ``url`` to ``dest`` (via ``dest.part``), printing progress every 5%."""
+    part = dest.with_name(dest.name + ".part")
+    log(f"downloading {url}")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0)
+            done, shown = 0, -5
+            for block in iter(lambda: response.read(1 << 22), b""):
+                out.write(block)
+                done += len(block)
+                if total and 100 * done // total >= shown + 5:
+                    shown = 100 * done // total
+                    log(f"  {dest.name}: {shown}% of {total / 1e6:.0f} MB")
+    except OSError as err:
+        raise RecipeError(
+            f"could not download {url}: {err}. Download it by hand into {dest.parent} and "
+            "re-run with --raw-dir pointing there (add --offline to forbid downloads)"
+        ) from err
+    os.replace(part, dest)
+
+
+def fetch_archives(task, raw_dir, offline, log=print):
+    """Make sure every training archive (or its extracted text files) is in ``raw_dir``."""
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    missing = []
+    for corpus in task.train:
+        if all((raw_dir / member).exists() for member in corpus.members.values()):
+            continue  # already extracted by the user
+        archive = raw_dir / corpus.url.rsplit("/", 1)[1]
+        if archive.exists():
+            continue
+        if offline:
+            missing.append(f"{archive.name} (from {corpus.url})")
+        else:
+            _download(corpus.url, archive, log)
+    if missing:
+        raise RecipeError(
+            f"--offline: {raw_dir} lacks {len(missing)} file(s): " + "; ".join(missing) +
+            ". Put the archives there (or their extracted text files) and re-run"
+        )
+
+
+def _open_member(raw_dir, corpus, lang):
+    """A text stream of one side of ``corpus``: an extracted file in ``raw_dir`` if there is
+    one, else the member of the archive whose base name matches."""
+    base = corpus.members[lang]
+    loose = raw_dir / base
+    if loose.exists():
+        raw = open(loose, "rb")
+    else:
+        archive = raw_dir / corpus.url.rsplit("/", 1)[1]
+        try:
+            tar = tarfile.open(archive)
+        except (tarfile.TarError, OSError) as err:
+            raise RecipeError(
+                f"{archive} is not a readable archive ({err}); delete it and re-run to fetch it again"
+            ) from err
+        found = [m for m in tar.getmembers() if m.isfile() and Path(m.name).name == base]
+        if not found:
+            raise RecipeError(f"{archive} has no member named {base}; is it the right file?")
+        raw = tar.extractfile(found[0])
+    if base.endswith(".gz"):
+        raw = gzip.open(raw)
+    return io.TextIOWrapper(raw, encoding="utf-8", errors="replace")
+
+
+_SPACES = re.compile(r"\s+")
+
+
+def clean_pair(src_line, tgt_line):
+    """Normalised ``(src, tgt)`` or ``None`` when the training pair should be dropped."""
+    s, t = _SPACES.sub(" ", src_line).strip(), _SPACES.sub(" ", tgt_line).strip()
+    if not s or not t:
+        return None
+    ns, nt = len(s.split()), len(t.split())
+    if ns > MAX_WORDS or nt > MAX_WORDS or max(ns, nt) > MAX_RATIO * min(ns, nt):
+        return None
+    return s, t
+
+
+def build_training_text(task, raw_dir, out_dir, log=print):
+    """Concatenate and clean all training corpora into ``train.{src,tgt}``."""
+    src_path, tgt_path = out_dir / f"train.{task.src}", out_dir / f"train.{task.tgt}"
+    src_tmp, tgt_tmp = (p.with_name(p.name + ".tmp") for p in (src_path, tgt_path))
+    kept_total = 0
+    with open(src_tmp, "w", encoding="utf-8") as fs, open(tgt_tmp, "w", encoding="utf-8") as ft:
+        for corpus in task.train:
+            with _open_member(raw_dir, corpus, task.src) as s_in, \
+                 _open_member(raw_dir, corpus, task.tgt) as t_in:  # fmt: skip
+                seen = kept = 0
+                for s_line in s_in:
+                    t_line = t_in.readline()
+                    if not t_line:
+                        raise RecipeError(
+                            f"{corpus.name}: {corpus.members[task.tgt]} has fewer lines than "
+                            f"{corpus.members[task.src]} ({seen} vs more); the pair is not "
+                            "aligned. Re-download or re-extract it"
+                        )
+                    seen += 1
+                    pair = clean_pair(s_line, t_line)
+                    if pair is not None:
+                        fs.write(pair[0] + "\n")
+                        ft.write(pair[1] + "\n")
+                        kept += 1
+                if t_in.readline():
+                    raise RecipeError(
+                        f"{corpus.name}: {corpus.members[task.tgt]} has more lines than "
+                        f"{corpus.members[task.src]} ({seen}); the pair is not aligned. "
+                        "Re-download or re-extract it"
+                    )
+            log(f"  {corpus.name}: kept {kept:,} of {seen:,} pairs")
+            kept_total += kept
+    os.replace(src_tmp, src_path)
+    os.replace(tgt_tmp, tgt_path)
+    return kept_total
+
+
+def _test_set_lines(name, task, raw_dir, split, offline):
+    """Source and reference lines of a sacreBLEU test set (or of ``{raw_dir}/{split}.{lang}``)."""
+    loose = [raw_dir / f"{split}.{lang}" for lang in (task.src, task.tgt)]
+    if all(p.exists() for p in loose):
+        paths = loose
+    else:
+        if offline and not os.environ.get("SACREBLEU"):
+            raise RecipeError(
+                f"--offline: put the {split} set in {loose[0]} and {loose[1]} (sacreBLEU "
+                f"test set {name!r}), or set SACREBLEU to a sacreBLEU cache that has it"
+            )
+        from sacrebleu import utils
+
+        langpair = f"{task.src}-{task.tgt}"
+        try:
+            paths = [utils.get_source_file(name, langpair),
+                     utils.get_reference_files(name, langpair)[0]]  # fmt: skip
+        except Exception as err:  # sacreBLEU raises bare Exceptions and SystemExit-free errors
+            raise RecipeError(f"sacreBLEU could not fetch {name} {langpair}: {err}") from err
+    lines = [Path(p).read_text(encoding="utf-8").splitlines() for p in paths]
+    if len(lines[0]) != len(lines[1]):
+        raise RecipeError(
+            f"{split} set: {paths[0]} has {len(lines[0])} lines but {paths[1]} has "
+            f"{len(lines[1])}; source and reference must align line by line"
+        )
+    return lines
+
+
+def prepare_wmt(corpus, out_dir, raw_dir, offline=False, vocab_size=None, workers=None,
+                log=print):  # fmt: skip
+    task = WMT[corpus]
+    vocab_size = vocab_size or task.vocab_size
+    settings = {"corpus": corpus, "vocab_size": vocab_size, "max_words": MAX_WORDS,
+                "max_ratio": MAX_RATIO, "valid": task.valid, "test": task.test}  # fmt: skip
+    _check_settings(out_dir, settings, log)
+    text_done = out_dir / "text.done"
+    if text_done.exists():
+        log(f"[1/3] {out_dir}: cleaned text already there")
+    else:
+        log(f"[1/3] fetching and cleaning {corpus} into {out_dir}")
+        fetch_archives(task, raw_dir, offline, log)
+        kept = build_training_text(task, raw_dir, out_dir, log)
+        for split, name in (("valid", task.valid), ("test", task.test)):
+            src_lines, tgt_lines = _test_set_lines(name, task, raw_dir, split, offline)
+            _atomic_write_lines(out_dir / f"{split}.{task.src}", src_lines)
+            _atomic_write_lines(out_dir / f"{split}.{task.tgt}", tgt_lines)
+            log(f"  {split}: sacreBLEU {name}, {len(src_lines):,} lines")
+        log(f"  train: {kept:,} pairs after cleaning")
+        text_done.write_text("ok\n")
+    log(f"[2/3] sentencepiece ({vocab_size} joint pieces)")
+    spm.train_and_encode(out_dir, task.src, task.tgt, vocab_size, log=log, threads=workers)
+    log("[3/3] fairseq-preprocess --joined-dictionary")
+    fairseq_preprocess(out_dir / "spm", out_dir / "bin", task.src, task.tgt,
+                       workers=workers or os.cpu_count() or 1, log=log)  # fmt: skip
+    return task.src, task.tgt, settings
+
+
+def _check_settings(out_dir, settings, log):
+    """Start over when ``out_dir`` was prepared with other settings."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record = out_dir / "prepare.json"
+    if record.exists() and json.loads(record.read_text()) != settings:
+        log(f"{out_dir} was prepared with other settings; redoing it")
+        for child in out_dir.iterdir():
+            if child.name != "raw":
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+    record.write_text(json.dumps(settings) + "\n")
+
+
+def record_counts(out_dir, src, tgt, settings, log=print):
+    """Count the lines of every produced text file, print and write them to counts.json."""
+    counts = {}
+    for sub in ("", "spm/"):
+        for split in ("train", "valid", "test"):
+            for lang in (src, tgt):
+                path = out_dir / f"{sub}{split}.{lang}"
+                counts[f"{sub}{split}.{lang}"] = line_count(path)
+    for split in ("train", "valid", "test"):
+        if counts[f"{split}.{src}"] != counts[f"{split}.{tgt}"]:
+            raise RecipeError(
+                f"{out_dir}/{split}.{src} has {counts[f'{split}.{src}']} lines but "
+                f"{split}.{tgt} has {counts[f'{split}.{tgt}']}; delete {out_dir} and re-run"
+            )
+    record = {"src": src, "tgt": tgt, "settings": settings, "lines": counts}
+    (out_dir / "counts.json").write_text(json.dumps(record, indent=2) + "\n")
+    width = max(len(k) for k in counts)
+    log("line counts (also in counts.json):")
+    for name, n in counts.items():
+        log(f"  {name:<{width}} {n:>12,}")
+    return record
+
+
+def prepare(corpus, out_dir, raw_dir=None, offline=False, vocab_size=None, train_size=None,
+            valid_size=None, test_size=None, workers=None, log=print):  # fmt: skip
+    """Prepare ``corpus`` (one of :data:`CORPORA`) in ``out_dir``; return counts.json's content."""
+    out_dir = Path(out_dir)
+    if corpus in BIBLE:
+        pair = BIBLE[corpus]
+        src, tgt = bible.parse_pair(pair)
+        settings = {"corpus": corpus, "vocab_size": vocab_size or 8000, "train_size": train_size,
+                    "valid_size": valid_size or 500, "test_size": test_size}  # fmt: skip
+        log(f"[1/3..3/3] Bible {pair}: fetch, split (Mark held out), sentencepiece, binarise")
+        binarize_bible(out_dir, pair, train_size=train_size, valid_size=valid_size or 500,
+                       test_size=test_size, vocab_size=vocab_size or 8000, log=log)  # fmt: skip
+    elif corpus in WMT:
+        if train_size or valid_size or test_size:
+            raise RecipeError("--train-size/--valid-size/--test-size apply to the Bible corpora only")
+        raw = Path(raw_dir) if raw_dir else out_dir / "raw"
+        src, tgt, settings = prepare_wmt(corpus, out_dir, raw, offline, vocab_size, workers, log)
+    else:
+        raise RecipeError(f"unknown --corpus {corpus!r}; choose from {', '.join(CORPORA)}")
+    return record_counts(out_dir, src, tgt, settings, log)
+
+
+def check_prepared(data_dir):
+    """Return ``(src, tgt)`` of a finished data folder, or raise RecipeError saying what is
+    missing (used by the training and evaluation steps before they start)."""
+    data_dir = Path(data_dir)
+    hint = "run recipes/prepare.sh (python -m admin_fairseq.recipes.prepare) for it first"
+    if not data_dir.is_dir():
+        raise RecipeError(f"data folder {data_dir} does not exist; {hint}")
+    counts = data_dir / "counts.json"
+    if not counts.exists():
+        raise RecipeError(
+            f"data folder {data_dir} is incomplete (no counts.json: preparation did not finish); "
+            f"{hint}, it resumes where it stopped"
+        )
+    record = json.loads(counts.read_text())
+    src, tgt = record["src"], record["tgt"]
+    needed = ["bin/preprocess.done", f"bin/dict.{src}.txt", f"bin/dict.{tgt}.txt", "spm.model",
+              f"test.{tgt}"]  # fmt: skip
+    for split in ("train", "valid", "test"):
+        for lang in (src, tgt):
+            needed += [f"bin/{split}.{src}-{tgt}.{lang}.bin", f"bin/{split}.{src}-{tgt}.{lang}.idx"]
+    missing = [name for name in needed if not (data_dir / name).exists()]
+    if missing:
+        raise RecipeError(
+            f"data folder {data_dir} is incomplete (missing {', '.join(missing[:4])}"
+            f"{' ...' if len(missing) > 4 else ''}); {hint}"
+        )
+    return src, tgt
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(f"  {name}: {task.notes}" for name, task in WMT.items()),
+    )  # fmt: skip
+    parser.add_argument("--corpus", required=True, help=f"one of {', '.join(CORPORA)}")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--raw-dir", help="WMT: where the downloaded archives are (or go); "
+                        "default {out}/raw. Extracted text files with the archive members' "
+                        "names and {valid,test}.{lang} files are used as they are")  # fmt: skip
+    parser.add_argument("--offline", action="store_true",
+                        help="WMT: never download; everything must be in --raw-dir")
+    parser.add_argument("--vocab-size", type=int, help="joint sentencepiece size (default: "
+                        "40000 wmt14-en-fr, 32000 wmt17-en-de, 8000 bible-*)")  # fmt: skip
+    parser.add_argument("--train-size", type=int, help="Bible: cap on training pairs")
+    parser.add_argument("--valid-size", type=int, help="Bible: validation pairs (default 500)")
+    parser.add_argument("--test-size", type=int, help="Bible: cap on test pairs (Mark: 678)")
+    parser.add_argument("--workers", type=int, help="threads for encoding and binarising")
+    args = parser.parse_args(argv)
+    try:
+        prepare(args.corpus, args.out, args.raw_dir, args.offline, args.vocab_size,
+                args.train_size, args.valid_size, args.test_size, args.workers)  # fmt: skip
+    except (RecipeError, ValueError, RuntimeError, FileNotFoundError) as err:
+        print(f"prepare: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
