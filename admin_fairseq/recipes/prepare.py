@@ -362,14 +362,15 @@ def check_prepared(data_dir):
     """Return ``(src, tgt)`` of a finished data folder, or raise RecipeError saying what is
     missing (used by the training and evaluation steps before they start)."""
     data_dir = Path(data_dir)
-    hint = "run recipes/prepare.sh (python -m admin_fairseq.recipes.prepare) for it first"
+    hint = ("prepare it first: python -m admin_fairseq.recipes.prepare --corpus CORPUS --out "
+            f"{data_dir} (or the recipe's prepare step, e.g. bash recipes/wmt17_en_de.sh prepare)")
     if not data_dir.is_dir():
         raise RecipeError(f"data folder {data_dir} does not exist; {hint}")
     counts = data_dir / "counts.json"
     if not counts.exists():
         raise RecipeError(
             f"data folder {data_dir} is incomplete (no counts.json: preparation did not finish); "
-            f"{hint}, it resumes where it stopped"
+            f"{hint}; it resumes where it stopped"
         )
     record = json.loads(counts.read_text())
     src, tgt = record["src"], record["tgt"]

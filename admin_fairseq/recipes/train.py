@@ -194,18 +194,19 @@ def build(args):
         "--log-format", "json", "--log-interval", str(args.log_interval), "--seed", str(args.seed),
     ]  # fmt: skip
     flags += ["--cpu"] if args.cpu else FP16
-    flags += list(args.extra)
+    if workers > 1:
+        flags += ["--distributed-world-size", str(workers)]
+    flags += list(args.extra)  # last, so that they override ours
     train = _which("fairseq-train")
     if args.cpu or args.nodes == 1:
-        if workers > 1:
-            flags += ["--distributed-world-size", str(workers)]
         commands = [[train, *flags]]
     else:
+        # torchrun sets MASTER_ADDR/MASTER_PORT/WORLD_SIZE/RANK; fairseq then initialises with
+        # env:// and takes its rank from RANK and its GPU from RANK % GPUs per node.
         commands = [[
             _which("torchrun"), "--nnodes", str(args.nodes), "--node-rank", str(args.node_rank),
             "--nproc-per-node", str(gpus), "--master-addr", args.master_addr,
             "--master-port", str(args.master_port), train, *flags,
-            "--distributed-world-size", str(workers),
         ]]  # fmt: skip
     info = {
         "method": args.method, "encoder_layers": enc, "decoder_layers": dec,

