@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test test-fast
+.PHONY: setup test test-fast main
 
 setup:
 	VENV=$(VENV) bash scripts/setup_env.sh
@@ -14,3 +14,8 @@ test: setup
 # Everything but the tests marked slow.
 test-fast: setup
 	$(PY) -m pytest tests -m "not slow"
+
+# The main job: Post-LN vs Pre-LN vs Admin vs DeepNet vs profiled Admin, 12L-12L, on the
+# Bible (en-fr, Mark held out), on this machine's CPU. Options: make main ARGS="--quick".
+main: setup
+	$(PY) -m admin_fairseq.main_job $(ARGS)

@@ -39,6 +39,7 @@ def _import_fairseq_quietly():
         from admin_fairseq import checkpoint_compat, models  # noqa: F401  (registers the models)
 
         checkpoint_compat.allow_fairseq_checkpoints()
+        checkpoint_compat.explain_unreadable_checkpoints()
         return True
     finally:
         logging.disable(disabled)

@@ -1,4 +1,9 @@
-"""Let torch >= 2.6 load fairseq checkpoints without turning off its pickle protection.
+"""Checkpoint loading: torch >= 2.6 compatibility and errors that name the file.
+
+:func:`explain_unreadable_checkpoints` (below) turns torch's low-level errors for truncated
+files into a message with the path and the fix. The rest of this note is about
+:func:`allow_fairseq_checkpoints`: letting torch >= 2.6 load fairseq checkpoints without
+turning off its pickle protection.
 
 Since torch 2.6, ``torch.load`` defaults to ``weights_only=True``, which refuses any Python
 class not on an allowlist. fairseq's ``checkpoint_utils`` calls ``torch.load`` without the
@@ -15,6 +20,9 @@ other class is still refused by torch, which names the class; load it with
 """
 
 import argparse
+import functools
+import pickle
+import zipfile
 
 import torch
 
@@ -30,3 +38,59 @@ def allow_fairseq_checkpoints():
     add_safe_globals = getattr(torch.serialization, "add_safe_globals", None)
     if add_safe_globals is not None:
         add_safe_globals(list(FAIRSEQ_CHECKPOINT_GLOBALS))
+
+
+class CheckpointReadError(RuntimeError):
+    """A checkpoint file that torch cannot read, with the file's name and what to do."""
+
+
+def _looks_corrupt(err):
+    text = str(err)
+    if isinstance(err, (FileNotFoundError, PermissionError, IsADirectoryError)):
+        return False
+    return isinstance(err, (EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile)) or (
+        isinstance(err, RuntimeError)
+        and any(s in text for s in ("PytorchStreamReader", "zip archive", "unexpected EOF"))
+    )
+
+
+def explain_unreadable_checkpoints():
+    """Make fairseq name the file and the fix when a checkpoint cannot be read.
+
+    fairseq's ``checkpoint_utils.load_checkpoint_to_cpu`` (used to resume training and by
+    ``fairseq-generate``) lets torch's low-level error through, e.g. "PytorchStreamReader
+    failed reading zip archive", without the path. This wraps it (once) so that a
+    truncated or corrupt file, and a file refused by ``weights_only``, raise
+    :class:`CheckpointReadError` naming the file and what to do; every other error passes
+    through unchanged.
+    """
+    from fairseq import checkpoint_utils
+
+    load = checkpoint_utils.load_checkpoint_to_cpu
+    if getattr(load, "_admin_fairseq_explains_errors", False):
+        return
+
+    @functools.wraps(load)
+    def load_checkpoint_to_cpu(path, *args, **kwargs):
+        try:
+            return load(path, *args, **kwargs)
+        except Exception as err:
+            if "Weights only load failed" in str(err):
+                detail = next((line for line in str(err).splitlines() if "GLOBAL" in line), "")
+                raise CheckpointReadError(
+                    f"torch refused to unpickle checkpoint {path} with weights_only: it holds a "
+                    f"class that is not allowlisted ({detail.strip()[:200]}). If you trust the "
+                    "file, load it with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1"
+                ) from err
+            if _looks_corrupt(err):
+                raise CheckpointReadError(
+                    f"checkpoint {path} cannot be read ({type(err).__name__}: "
+                    f"{str(err).splitlines()[0][:160]}): the file is truncated or corrupt, e.g. "
+                    "written by a run killed while saving or on a full disk. Delete or move it "
+                    "and start from an earlier checkpoint (fairseq-train: --restore-file "
+                    "checkpoint_best.pt or a checkpointN.pt of the same --save-dir)"
+                ) from err
+            raise
+
+    load_checkpoint_to_cpu._admin_fairseq_explains_errors = True
+    checkpoint_utils.load_checkpoint_to_cpu = load_checkpoint_to_cpu

@@ -84,3 +84,16 @@ def bible(tmp_path_factory):
             "1000", cwd=root)  # fmt: skip
     binary = raw / "bin"
     return {"root": root, "raw": raw, "bin": binary}
+
+
+@pytest.fixture(scope="session")
+def bible_recipe_data(tmp_path_factory):
+    """A Bible slice prepared by the recipes' prepare step (2,000 training pairs, the first
+    60 verses of Mark as test set, joint sentencepiece 1k)."""
+    from admin_fairseq.recipes import prepare
+
+    out = tmp_path_factory.mktemp("recipe-data") / "bible-en-fr"
+    record = prepare.prepare("bible-en-fr", out, vocab_size=1000, train_size=2000, valid_size=100,
+                             test_size=60, log=lambda *_: None)  # fmt: skip
+    assert record["lines"]["test.fr"] == 60
+    return out

@@ -5,6 +5,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -13,6 +14,27 @@ import torch
 import admin_fairseq  # noqa: F401  (allowlists the classes of fairseq checkpoints for torch.load)
 
 from conftest import USER_DIR, cli_path, free_port
+
+DUMP_EACH_RANK = """
+import sys
+import torch
+import fairseq_cli.train as fairseq_train
+
+dump_dir = sys.argv.pop(1)
+train_one_epoch = fairseq_train.train
+
+
+def train_and_dump(cfg, trainer, task, epoch_itr):
+    result = train_one_epoch(cfg, trainer, task, epoch_itr)
+    weights = {k: v.detach().cpu().clone() for k, v in trainer.get_model().state_dict().items()}
+    torch.save(weights, f"{dump_dir}/rank{trainer.data_parallel_rank}.pt")
+    return result
+
+
+fairseq_train.train = train_and_dump
+sys.argv[0] = "fairseq-train"
+sys.exit(fairseq_train.cli_main())
+"""
 
 MODEL = [
     "--arch", "transformer_admin_tiny", "--encoder-layers", "3", "--decoder-layers", "3",
@@ -123,13 +145,23 @@ def test_two_cpu_workers_match_one_worker_with_update_freq_2(bible, tmp_path):
     dist = ["--cpu", "--ddp-backend", "legacy_ddp", "--distributed-backend", "gloo",
             "--distributed-init-method", f"tcp://127.0.0.1:{port}", "--distributed-world-size", "2",
             "--distributed-no-spawn"]  # fmt: skip
-    procs = [subprocess.Popen(_command(bible, tmp_path / "two", flags) + shorter + dist +
+    # fairseq saves checkpoints on rank 0 only: each worker runs fairseq-train through a
+    # wrapper that also writes its own final weights, so that the ranks can be compared.
+    wrapper = tmp_path / "train_and_dump.py"
+    wrapper.write_text(DUMP_EACH_RANK)
+    procs = [subprocess.Popen([sys.executable, str(wrapper), str(tmp_path)] +
+                              _command(bible, tmp_path / "two", flags)[1:] + shorter + dist +
                               ["--distributed-rank", str(rank)], cwd=tmp_path, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for rank in (0, 1)]  # fmt: skip
     logs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], logs[0][-2000:] + logs[1][-2000:]
     assert "distributed init (rank 1)" in logs[1]
+    rank0 = torch.load(tmp_path / "rank0.pt", map_location="cpu")
+    rank1 = torch.load(tmp_path / "rank1.pt", map_location="cpu")
+    assert rank0.keys() == rank1.keys() and any(k.endswith("omega") for k in rank0)
+    differ = [k for k in rank0 if not torch.equal(rank0[k], rank1[k])]
+    assert not differ, f"ranks disagree on {differ[:5]}"  # identical, omegas included
 
     one_state = torch.load(tmp_path / "one" / "checkpoint_last.pt", map_location="cpu")
     two_state = torch.load(tmp_path / "two" / "checkpoint_last.pt", map_location="cpu")
@@ -137,6 +169,7 @@ def test_two_cpu_workers_match_one_worker_with_update_freq_2(bible, tmp_path):
         assert state["optimizer_history"][-1]["num_updates"] == 20
     one, two = one_state["model"], two_state["model"]
     assert one.keys() == two.keys()
+    assert all(torch.equal(two[k], rank0[k]) for k in two)  # the checkpoint is rank 0's weights
     worst = max((one[k].float() - two[k].float()).abs().max().item() for k in one)
     print(f"max |w(2 workers) - w(1 worker, update-freq 2)| = {worst:.3g}")
     assert worst < 1e-4, worst  # 0 here; other reduction orders may differ in the last bits

@@ -230,16 +230,6 @@ def test_train_refuses_missing_and_half_written_data(bible_recipe_data, tmp_path
 # ------------------------------------------------------------------ data preparation
 
 
-@pytest.fixture(scope="session")
-def bible_recipe_data(tmp_path_factory):
-    """A Bible slice prepared by the recipe's prepare step (2,000 training pairs)."""
-    out = tmp_path_factory.mktemp("recipe-data") / "bible-en-fr"
-    record = prepare.prepare("bible-en-fr", out, vocab_size=1000, train_size=2000, valid_size=100,
-                             test_size=60, log=lambda *_: None)  # fmt: skip
-    assert record["lines"]["test.fr"] == 60
-    return out
-
-
 def _fake_wmt14_raw(raw, bible_dir, n=150, broken=None):
     """Archives with the WMT'14 En-Fr member names holding real (Bible) text, a test and a
     valid set as loose files: what --raw-dir --offline reads."""
@@ -443,3 +433,15 @@ def test_bible_chain_prepare_train_evaluate_compare(tmp_path):
         assert averaged.endswith("_60.pt")  # the last update checkpoint
     assert (out / "loss_curves.png").stat().st_size > 10_000
     assert "| post-ln | 2-2 | 1x2048 | 60 |" in (out / "comparison.md").read_text()
+
+    # Running the train step again must not touch finished runs (fairseq itself would resume
+    # and add one more update before it noticed --max-update).
+    again = subprocess.run(["bash", str(REPO / "recipes/bible_cpu.sh"), "train"], capture_output=True,
+                           text=True, env=env, timeout=600)  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("already finished this exact command") == 2
+    import admin_fairseq  # noqa: F401  (allowlists fairseq checkpoint classes for torch.load)
+
+    for row in rows:
+        state = torch.load(tmp_path / "runs" / row["run"] / "checkpoint_last.pt", map_location="cpu")
+        assert state["optimizer_history"][-1]["num_updates"] == 60

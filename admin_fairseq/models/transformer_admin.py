@@ -20,6 +20,7 @@ before`` give Pre-LN. The variants, all Post-LN ``LN(omega * x + f(x))``:
 
 import json
 import logging
+import sys
 from pathlib import Path
 
 import torch
@@ -194,6 +195,65 @@ def check_admin_args(args):
             raise ValueError(f"{flag} must be >= 1 with {method}; got {value}")
 
 
+def check_half_precision_device(args):
+    """Refuse fp16 training on a machine without a CUDA GPU, before any data is loaded.
+
+    fairseq itself would load the data, build the model and then stop with torch's bare
+    "Torch not compiled with CUDA enabled". Only checked inside ``fairseq-train``: a model
+    trained with --fp16 on a GPU keeps that flag in its checkpoint and must still load for
+    ``fairseq-generate`` on a CPU.
+    """
+    half = [flag for flag, name in (("--fp16", "fp16"), ("--memory-efficient-fp16",
+            "memory_efficient_fp16"), ("--amp", "amp")) if getattr(args, name, False)]  # fmt: skip
+    if not half or "fairseq_cli.train" not in sys.modules or torch.cuda.is_available():
+        return
+    raise ValueError(
+        f"{' and '.join(half)} need(s) a CUDA GPU, and torch sees none on this machine "
+        f"(torch.cuda.is_available() is False); drop {' and '.join(half)} and add --cpu to "
+        "train in fp32 on the CPU"
+    )
+
+
+def check_omega_shapes(model, state_dict):
+    """Before loading a checkpoint, compare its omegas with the model's and name the flag
+    that differs (fairseq would only say that "the architectures" do not match)."""
+    wrappers = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
+    own = {}
+    for key, module in _omega_residuals(model):
+        for wrapper in wrappers:
+            key = key.replace(wrapper, "")
+        own[key] = module
+    theirs = {k: v for k, v in state_dict.items() if k.endswith("_residual.omega")}
+    if own and not theirs:
+        raise ValueError(
+            "the checkpoint has no Admin omegas: it was not trained with --admin-init or "
+            "--deepnet; load it with the flags it was trained with (see its cfg), or start a "
+            "new run in another --save-dir"
+        )
+    if theirs and not own:
+        raise ValueError(
+            "the checkpoint holds Admin/DeepNet omegas but this model has none; add the "
+            "--admin-init (or --deepnet) flags it was trained with"
+        )
+    for key, module in own.items():
+        if key not in theirs:
+            raise ValueError(f"the checkpoint lacks {key}: it has another depth or layout "
+                             "(--encoder-layers/--decoder-layers/--no-cross-attention)")  # fmt: skip
+        want, got = module.omega.numel(), theirs[key].numel()  # a scalar omega has one element
+        if want == got:
+            continue
+        if got > 1 and want == 1:
+            hint = (f"the checkpoint has per-dimension omegas (size {got}, trained with "
+                    "--admin-as-parameter or --admin-profile); add --admin-as-parameter")  # fmt: skip
+        elif want > 1 and got == 1:
+            hint = ("the checkpoint has one scalar omega per sub-layer (trained without "
+                    "--admin-as-parameter); drop --admin-as-parameter")  # fmt: skip
+        else:
+            hint = (f"the checkpoint's omega has size {got} but this model's {want}: "
+                    "the model width (--encoder-embed-dim/--decoder-embed-dim) differs")  # fmt: skip
+        raise ValueError(f"{key}: {hint}")
+
+
 def _omega_residuals(model):
     """[(state-dict key, OmegaResidual)] of every sub-layer, in stack order."""
     return [
@@ -302,6 +362,7 @@ class AdminTransformerModel(TransformerModel):
     def build_model(cls, args, task):
         base_architecture(args)  # fill in flags missing from older checkpoints
         check_admin_args(args)
+        check_half_precision_device(args)
         model = super().build_model(args, task)
         if args.admin_profile_from:
             load_omega_profile(model, args.admin_profile_from)
@@ -328,6 +389,11 @@ class AdminTransformerModel(TransformerModel):
         return AdminTransformerDecoder(
             cfg, tgt_dict, embed_tokens, no_encoder_attn=cfg.no_cross_attention
         )
+
+    def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
+        if strict:
+            check_omega_shapes(self, state_dict)
+        return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
 
     def forward(self, src_tokens, src_lengths, prev_output_tokens, return_all_hiddens: bool = True,
                 features_only: bool = False, alignment_layer=None, alignment_heads=None):  # fmt: skip

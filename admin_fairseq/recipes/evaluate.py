@@ -134,7 +134,7 @@ def tokenized_bleu(hypotheses, references, lang):
 
 
 def evaluate(run_dir, data_dir=None, avg_last=10, beam=None, lenpen=None, subset="test",
-             max_tokens=8000, cpu=None, log=print):  # fmt: skip
+             max_tokens=8000, cpu=None, generate_args=(), log=print):  # fmt: skip
     run_dir = Path(run_dir)
     info_path = run_dir / "run.json"
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
@@ -168,6 +168,7 @@ def evaluate(run_dir, data_dir=None, avg_last=10, beam=None, lenpen=None, subset
         "--max-tokens", str(max_tokens), "--required-batch-size-multiple", "1",
     ]  # fmt: skip
     command += ["--cpu"] if cpu else ["--fp16"]
+    command += list(generate_args)
     log(f"[eval 2/3] translating {len(references):,} {subset} sentences (beam {beam}, lenpen {lenpen})")
     start = time.time()
     result = subprocess.run(command, capture_output=True, text=True)
@@ -192,7 +193,8 @@ def evaluate(run_dir, data_dir=None, avg_last=10, beam=None, lenpen=None, subset
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     usage="%(prog)s --run DIR [options] [-- fairseq-generate flags]")
     parser.add_argument("--run", required=True, help="run folder written by the training step")
     parser.add_argument("--data", help="data folder (default: the one in {run}/run.json)")
     parser.add_argument("--avg-last", type=int, default=10, help="epoch checkpoints to average (10)")
@@ -201,10 +203,15 @@ def main(argv=None):
     parser.add_argument("--subset", default="test")
     parser.add_argument("--max-tokens", type=int, default=8000)
     parser.add_argument("--cpu", action="store_true", default=None, help="decode on the CPU")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1:]
     args = parser.parse_args(argv)
     try:
         evaluate(args.run, args.data, args.avg_last, args.beam, args.lenpen, args.subset,
-                 args.max_tokens, args.cpu)  # fmt: skip
+                 args.max_tokens, args.cpu, extra)  # fmt: skip
     except (RecipeError, ValueError) as err:
         print(f"evaluate: error: {err}", file=sys.stderr)
         return 2

@@ -219,6 +219,20 @@ def build(args):
     return commands, info
 
 
+def finished_before(info):
+    """True when ``{save_dir}/run.json`` records that this very command ran to the end.
+
+    Running a finished fairseq command again is not a no-op: fairseq resumes from
+    ``checkpoint_last.pt``, performs one more update and only then notices --max-update, so
+    the recipes skip such runs instead.
+    """
+    record = Path(info["save_dir"]) / "run.json"
+    if not record.exists():
+        return False
+    previous = json.loads(record.read_text())
+    return previous.get("status") == "finished" and previous.get("command") == info["command"]
+
+
 def run(commands, info, log=print, on_line=None):
     """Run the training command, teeing its output to ``{save_dir}/train.log``; return the
     exit code. ``run.json`` records the decisions, the command and the outcome."""
@@ -279,6 +293,8 @@ def make_parser():
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--log-interval", type=int, default=100)
     parser.add_argument("--dry-run", action="store_true", help="print the command and exit")
+    parser.add_argument("--force", action="store_true", help="run even if run.json says this "
+                        "command already finished (fairseq then adds one update)")  # fmt: skip
     return parser
 
 
@@ -306,6 +322,10 @@ def main(argv=None):
     except RecipeError as err:
         print(f"train: error: {err}", file=sys.stderr)
         return 2
+    if finished_before(info) and not args.force:
+        print(f"[train] {info['save_dir']} already finished this exact command (see its run.json); "
+              "nothing to do. --force trains it again from its last checkpoint")  # fmt: skip
+        return 0
     print(f"[train] {info['command']}")
     print(f"[train] log: {Path(info['save_dir']) / 'train.log'}")
     return run(commands, info)

@@ -1,0 +1,239 @@
+"""The main job: deep Post-LN vs Pre-LN vs Admin (and DeepNet, profiled Admin) on real data.
+
+    python -m admin_fairseq.main_job                 # the default comparison, under 20 min on 2 cores
+    python -m admin_fairseq.main_job --quick         # a first look, about 3 min
+    python -m admin_fairseq.main_job --depth 18-18 --updates 2000 --methods post-ln,admin
+
+It runs the recipe steps (``admin_fairseq.recipes``: no second pipeline) on the Bible corpus
+(REFERENCE.md section 5): train on every book but Mark, test on Mark. Every method trains the
+same deep shape for the same number of updates with the same seed, data and learning rate;
+each model translates Mark (beam 4) and is scored with sacreBLEU. The table goes to the
+console and to ``{out}/comparison.md`` / ``.csv``, the loss curves to
+``{out}/loss_curves.png``, the settings and timings to ``{out}/main_job.json``.
+
+Why these defaults: 12 encoder + 12 decoder layers is deep enough that Post-LN, at the
+peak learning rate 2e-3 used for every method, stalls at this scale while Pre-LN and Admin
+train (REFERENCE.md section 6 measured it at width 128; the README's runs show it at width
+64 too), which is the regime the Admin paper studies. Width 64 (FFN 256, 2 heads) runs about
+2.4 updates per second on 2 cores at 2,048 tokens per update, twice as many updates as width
+128 in the same time. Warm-up is half the updates, so that every method spends the second
+half at or near the peak learning rate.
+"""
+
+import argparse
+import json
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from admin_fairseq.recipes import RecipeError
+from admin_fairseq.recipes import compare as compare_step
+from admin_fairseq.recipes import evaluate as evaluate_step
+from admin_fairseq.recipes import prepare as prepare_step
+from admin_fairseq.recipes import train as train_step
+
+DEFAULTS = {
+    "methods": "post-ln,pre-ln,admin,admin-profiled,deepnet", "depth": "12-12", "width": 64,
+    "updates": 400, "warmup": 200, "lr": "2e-3", "max_tokens": 2048, "valid_every": 50,
+    "valid_size": 300, "test_size": None, "beam": 4, "train_size": None, "vocab_size": 8000,
+}  # fmt: skip
+QUICK = {
+    "methods": "post-ln,pre-ln,admin", "updates": 120, "warmup": 60, "valid_every": 20,
+    "valid_size": 200, "test_size": 100, "beam": 2, "train_size": 10000,
+}  # fmt: skip
+_INNER = re.compile(r"\| train_inner \| (\{.*\})")
+_VALID = re.compile(r"\| valid \| (\{.*\})")
+
+
+def _minutes(seconds):
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+class Progress:
+    """Turns fairseq's JSON log lines into one short line per log interval."""
+
+    def __init__(self, tag, updates, log):
+        self.tag, self.updates, self.log = tag, updates, log
+        self.start = time.time()
+        self.valid = None
+
+    def __call__(self, line):
+        match = _VALID.search(line)
+        if match:
+            stats = json.loads(match.group(1))
+            self.valid = stats.get("valid_loss")
+            self.log(f"{self.tag} update {stats.get('valid_num_updates')}: valid loss {self.valid}")
+            return
+        match = _INNER.search(line)
+        if match:
+            stats = json.loads(match.group(1))
+            done = int(float(stats.get("num_updates", 0)))
+            elapsed = time.time() - self.start
+            left = elapsed / max(done, 1) * (self.updates - done)
+            self.log(f"{self.tag} update {done}/{self.updates}: train loss {stats.get('loss')} "
+                     f"({_minutes(elapsed)} elapsed, ~{_minutes(left)} left)")  # fmt: skip
+        elif "Traceback" in line or "Error" in line:
+            self.log(f"{self.tag} {line.rstrip()}")
+
+
+def settings_from(args):
+    settings = dict(DEFAULTS)
+    if args.quick:
+        settings.update(QUICK)
+    for key in DEFAULTS:
+        value = getattr(args, key, None)
+        if value is not None:
+            settings[key] = value
+    settings["pair"] = args.pair
+    settings["gpus"] = args.gpus
+    settings["seed"] = args.seed
+    settings["quick"] = args.quick
+    return settings
+
+
+def run_main_job(settings, out, log=print):
+    out = Path(out)
+    methods = [m.strip() for m in settings["methods"].split(",") if m.strip()]
+    unknown = [m for m in methods if m not in train_step.METHODS]
+    if unknown or not methods:
+        raise RecipeError(f"unknown method(s) {unknown} in --methods; choose from "
+                          f"{', '.join(train_step.METHODS)}")  # fmt: skip
+    train_step.parse_depth(settings["depth"])
+    width = int(settings["width"])
+    if width < 32 or width % 32:
+        raise RecipeError(f"--width must be a multiple of 32 (heads of 32 dimensions); got {width}")
+    out.mkdir(parents=True, exist_ok=True)
+    record_path = out / "main_job.json"
+    runs_dir = out / "runs"
+    if record_path.exists():
+        previous = json.loads(record_path.read_text()).get("settings")
+        if previous != settings and runs_dir.exists():
+            log(f"[main] settings differ from the previous run in {out}; starting the runs afresh")
+            shutil.rmtree(runs_dir)
+    started = time.time()
+    timings = {}
+    n = len(methods)
+    log(f"[main] {n} methods x {settings['depth']} layers, width {width}, {settings['updates']} "
+        f"updates each, lr {settings['lr']}, warmup {settings['warmup']}; output in {out}")  # fmt: skip
+
+    log(f"[main] step 1/4: Bible {settings['pair']} (train: all books but Mark; test: Mark)")
+    t0 = time.time()
+    data = out / "data"
+    prepare_step.prepare(
+        f"bible-{settings['pair']}", data, vocab_size=settings["vocab_size"],
+        train_size=settings["train_size"], valid_size=settings["valid_size"],
+        test_size=settings["test_size"], log=lambda msg: log(f"  {msg}"),
+    )  # fmt: skip
+    timings["prepare"] = round(time.time() - t0, 1)
+
+    run_dirs = []
+    size_flags = []
+    if width != 128:
+        size_flags = [f"--{side}-{what}" for side in ("encoder", "decoder")
+                      for what in ("embed-dim", "ffn-embed-dim", "attention-heads")]  # fmt: skip
+        values = [str(width), str(4 * width), str(width // 32)] * 2
+        size_flags = [x for pair in zip(size_flags, values) for x in pair]
+    for k, method in enumerate(methods, 1):
+        tag = f"[run {k} of {n}: {method} {settings['depth']}]"
+        log(f"[main] step 2/4 {tag} training")
+        gpus = settings.get("gpus") or 0
+        device = ["--gpus", str(gpus)] if gpus else ["--cpu"]
+        args = train_step.make_parser().parse_args([
+            "--data", str(data), "--method", method, "--depth", settings["depth"],
+            "--batch", f"{max(gpus, 1)}x{settings['max_tokens']}", "--recipe", "regular",
+            "--size", "cpu", *device, "--save-dir", str(runs_dir / method),
+            "--seed", str(settings["seed"]), "--log-interval", "10",
+        ])  # fmt: skip
+        args.extra = [
+            *size_flags, "--lr", str(settings["lr"]), "--warmup-updates", str(settings["warmup"]),
+            "--dropout", "0.1", "--max-update", str(settings["updates"]),
+            "--save-interval-updates", str(settings["updates"]), "--no-epoch-checkpoints",
+            "--validate-interval-updates", str(settings["valid_every"]),
+        ]  # fmt: skip
+        commands, info = train_step.build(args)
+        if train_step.finished_before(info):
+            log(f"[main] {tag} already trained with these settings; kept")
+            run_dirs.append(runs_dir / method)
+            continue
+        t0 = time.time()
+        code = train_step.run(commands, info, on_line=Progress(tag, settings["updates"], log))
+        timings[f"train {method}"] = round(time.time() - t0, 1)
+        if code != 0:
+            log(f"[main] {tag} fairseq-train exited {code} (see {runs_dir / method / 'train.log'}); "
+                "it is reported in the table")  # fmt: skip
+        run_dirs.append(runs_dir / method)
+
+    for k, run_dir in enumerate(run_dirs, 1):
+        tag = f"[run {k} of {n}: {run_dir.name}]"
+        log(f"[main] step 3/4 {tag} translating Mark and scoring")
+        result, last = run_dir / "eval" / "test.json", run_dir / "checkpoint_last.pt"
+        if result.exists() and last.exists() and result.stat().st_mtime > last.stat().st_mtime:
+            log(f"[main] {tag} already evaluated; kept")
+            continue
+        t0 = time.time()
+        try:
+            evaluate_step.evaluate(
+                run_dir, avg_last=1, beam=settings["beam"], lenpen=1.0, cpu=not settings.get("gpus"),
+                generate_args=["--max-len-a", "1.5", "--max-len-b", "10"],
+                log=lambda msg: log(f"  {msg}"),
+            )  # fmt: skip
+        except RecipeError as err:
+            log(f"[main] {tag} could not be evaluated: {err}")
+        timings[f"evaluate {run_dir.name}"] = round(time.time() - t0, 1)
+
+    log("[main] step 4/4: comparison")
+    title = (f"Bible {settings['pair']}, {settings['depth']} layers, width {width}, "
+             f"lr {settings['lr']}, {settings['updates']} updates")  # fmt: skip
+    rows = compare_step.compare(run_dirs, out, title=title, log=lambda *_: None)
+    total = time.time() - started
+    timings["total"] = round(total, 1)
+    record = {"settings": settings, "seconds": timings, "command": " ".join(sys.argv),
+              "finished": time.strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
+    record_path.write_text(json.dumps(record, indent=2) + "\n")
+    log("")
+    log((out / "comparison.md").read_text())
+    log(f"[main] done in {_minutes(total)}: {out / 'comparison.md'}, {out / 'comparison.csv'}, "
+        f"{out / 'loss_curves.png'}")  # fmt: skip
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Defaults: " + ", ".join(f"{k}={v}" for k, v in DEFAULTS.items()) +
+               ". --quick: " + ", ".join(f"{k}={v}" for k, v in QUICK.items()),
+    )  # fmt: skip
+    parser.add_argument("--quick", action="store_true", help="a ~3 minute first look")
+    parser.add_argument("--out", default="outputs/main", help="output folder (default outputs/main)")
+    parser.add_argument("--pair", default="en-fr", help="en-fr (default) or en-de, from the same Bible")
+    parser.add_argument("--methods", help="comma-separated: " + ", ".join(train_step.METHODS))
+    parser.add_argument("--depth", help="ENCODER-DECODER layers (default 12-12)")
+    parser.add_argument("--width", type=int, help="model width (default 64; FFN 4x, heads of 32)")
+    parser.add_argument("--updates", type=int, help="updates per method")
+    parser.add_argument("--warmup", type=int, help="warm-up updates")
+    parser.add_argument("--lr", help="peak learning rate (default 2e-3)")
+    parser.add_argument("--max-tokens", type=int, help="tokens per update (default 2048)")
+    parser.add_argument("--valid-every", type=int, help="updates between validations")
+    parser.add_argument("--valid-size", type=int, help="validation verses")
+    parser.add_argument("--test-size", type=int, help="first N verses of Mark (default all 678)")
+    parser.add_argument("--train-size", type=int, help="cap on training verses (default all)")
+    parser.add_argument("--vocab-size", type=int, help="joint sentencepiece size (default 8000)")
+    parser.add_argument("--beam", type=int, help="beam size (default 4)")
+    parser.add_argument("--gpus", type=int, default=0, help="train on N GPUs in fp16 (recipe "
+                        "settings: memory-efficient fp16; --max-tokens per GPU) instead of the CPU")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    if args.pair not in ("en-fr", "en-de"):
+        parser.exit(2, f"main_job: error: --pair must be en-fr or en-de; got {args.pair!r}\n")
+    try:
+        run_main_job(settings_from(args), args.out)
+    except (RecipeError, ValueError, RuntimeError) as err:
+        print(f"main_job: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
