@@ -278,3 +278,18 @@ def test_deepest_preset_stays_finite_in_bf16(dict_dir):
     logits.float().logsumexp(-1).mean().backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert len(grads) > 1000 and all(torch.isfinite(g.float()).all() for g in grads)
+
+
+@pytest.mark.gpu
+def test_deepest_preset_stays_finite_in_fp16_on_gpu(dict_dir):
+    """The same 100L-100L O(1) model in fp16 on a CUDA GPU (skipped without one)."""
+    model, task = build(
+        dict_dir, "--arch", "transformer_admin_100_100", *SMALL, "--admin-init",
+        "--admin-output-change-scale", "O(1)", "--admin-as-parameter",
+    )  # fmt: skip
+    model = model.cuda().half().train()
+    logits = forward(model, tuple(t.cuda() for t in sample_batch(task)))
+    assert logits.dtype == torch.float16 and torch.isfinite(logits.float()).all()
+    logits.float().logsumexp(-1).mean().backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert len(grads) > 1000 and all(torch.isfinite(g.float()).all() for g in grads)

@@ -1,5 +1,6 @@
 """Keep the README from drifting away from the code."""
 
+import json
 import re
 import subprocess
 import sys
@@ -65,3 +66,23 @@ def test_output_change_summary_is_the_scripts_output():
 def test_benchmark_table_is_the_scripts_output():
     table = (REPO / "results" / "bench_training" / "results.md").read_text(encoding="utf-8")
     assert table in README
+
+
+def test_main_job_table_is_the_runs_output():
+    run = REPO / "results" / "main_job"
+    assert (run / "comparison.md").read_text(encoding="utf-8") in README
+    assert "results/main_job/loss_curves.png" in README
+    assert (run / "loss_curves.png").read_bytes()[:4] == b"\x89PNG"
+    record = json.loads((run / "main_job.json").read_text())
+    minutes = record["seconds"]["total"] / 60
+    assert f"{minutes:.1f} minutes" in README  # the time the README states is the run's
+
+
+def test_readme_commands_name_existing_scripts_and_modules():
+    for module in re.findall(r"python -m (admin_fairseq[\w.]*)", README):
+        path = REPO / (module.replace(".", "/") + ".py")
+        assert path.exists() or (REPO / module.replace(".", "/") / "__init__.py").exists(), module
+    for script in re.findall(r"bash (recipes/\w+\.sh|scripts/\w+\.sh)", README):
+        assert (REPO / script).exists(), script
+    for target in re.findall(r"^make (\w[\w-]*)", README, flags=re.M):
+        assert re.search(rf"^{target}:", (REPO / "Makefile").read_text(), flags=re.M), target
