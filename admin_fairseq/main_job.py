@@ -23,6 +23,7 @@ half at or near the peak learning rate.
 import argparse
 import json
 import re
+import shlex
 import shutil
 import sys
 import time
@@ -174,6 +175,8 @@ def run_main_job(settings, out, log=print):
             continue
         t0 = time.time()
         try:
+            # Output capped at 1.5 x source + 10 pieces: a stalled model would otherwise
+            # emit 200 pieces per verse and dominate the time of the whole job.
             evaluate_step.evaluate(
                 run_dir, avg_last=1, beam=settings["beam"], lenpen=1.0, cpu=not settings.get("gpus"),
                 generate_args=["--max-len-a", "1.5", "--max-len-b", "10"],
@@ -189,7 +192,8 @@ def run_main_job(settings, out, log=print):
     rows = compare_step.compare(run_dirs, out, title=title, log=lambda *_: None)
     total = time.time() - started
     timings["total"] = round(total, 1)
-    record = {"settings": settings, "seconds": timings, "command": " ".join(sys.argv),
+    command = "python -m admin_fairseq.main_job " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    record = {"settings": settings, "seconds": timings, "command": command.strip(),
               "finished": time.strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
     record_path.write_text(json.dumps(record, indent=2) + "\n")
     log("")

@@ -18,6 +18,6 @@ if [ -n "${TRAIN_SIZE:-}" ]; then prepare+=(--train-size "$TRAIN_SIZE"); fi
 if [ -n "${TEST_SIZE:-}" ]; then prepare+=(--test-size "$TEST_SIZE"); fi
 export PREPARE_ARGS="${PREPARE_ARGS:-${prepare[*]}}"
 export TRAIN_ARGS="${TRAIN_ARGS:---cpu --size cpu --log-interval 10}"
-export FAIRSEQ_ARGS="${FAIRSEQ_ARGS:---lr 2e-3 --warmup-updates 300 --dropout 0.1 --max-update $UPDATES --save-interval-updates $UPDATES --no-epoch-checkpoints --validate-interval-updates 50}"
+export FAIRSEQ_ARGS="${FAIRSEQ_ARGS:---lr 2e-3 --warmup-updates $((UPDATES / 2)) --dropout 0.1 --max-update $UPDATES --save-interval-updates $UPDATES --no-epoch-checkpoints --validate-interval-updates 50}"
 export EVAL_ARGS="${EVAL_ARGS:---avg-last 1 --beam 4 --lenpen 1.0}"
 exec bash "$(dirname "${BASH_SOURCE[0]}")/run.sh" "$@"
