@@ -86,3 +86,13 @@ def test_readme_commands_name_existing_scripts_and_modules():
         assert (REPO / script).exists(), script
     for target in re.findall(r"^make (\w[\w-]*)", README, flags=re.M):
         assert re.search(rf"^{target}:", (REPO / "Makefile").read_text(), flags=re.M), target
+
+
+def test_seed_table_is_the_scripts_output_on_the_committed_runs():
+    folders = [REPO / "results" / "main_job"] + sorted((REPO / "results" / "main_job_seeds").glob("seed*"))
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "seed_table.py"), *map(str, folders)],
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = (REPO / "results" / "main_job_seeds" / "summary.md").read_text(encoding="utf-8")
+    assert result.stdout == summary
+    assert summary in README

@@ -1,0 +1,47 @@
+"""Put the comparison tables of several main-job runs (one per seed) side by side.
+
+    python scripts/seed_table.py results/main_job results/main_job_seeds/seed2 ... \
+        --methods post-ln,pre-ln,admin > results/main_job_seeds/summary.md
+
+Reads each folder's ``comparison.csv`` and ``main_job.json`` (for its seed) and prints, per
+method, the best validation loss, sacreBLEU and chrF of every seed and their mean.
+"""
+
+import argparse
+import csv
+import json
+import statistics
+from pathlib import Path
+
+
+def load(folder):
+    folder = Path(folder)
+    seed = json.loads((folder / "main_job.json").read_text())["settings"]["seed"]
+    with open(folder / "comparison.csv") as f:
+        return seed, {row["method"]: row for row in csv.DictReader(f)}
+
+
+def table(folders, methods):
+    runs = sorted(load(f) for f in folders)
+    seeds = [seed for seed, _ in runs]
+    head = ["method", "metric"] + [f"seed {s}" for s in seeds] + ["mean"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for method in methods:
+        for key, name, digits in (("best_valid_loss", "valid loss", 3), ("bleu", "BLEU", 2),
+                                  ("chrf", "chrF", 1)):  # fmt: skip
+            values = [float(rows[method][key]) for _, rows in runs]
+            cells = [f"{v:.{digits}f}" for v in values] + [f"{statistics.mean(values):.{digits}f}"]
+            lines.append(f"| {method} | {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folders", nargs="+", help="main-job output folders")
+    parser.add_argument("--methods", default="post-ln,pre-ln,admin")
+    args = parser.parse_args(argv)
+    print(table(args.folders, args.methods.split(",")), end="")
+
+
+if __name__ == "__main__":
+    main()
