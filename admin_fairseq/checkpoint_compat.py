@@ -54,6 +54,27 @@ def _looks_corrupt(err):
     )
 
 
+def explain_load_error(path, err):
+    """A :class:`CheckpointReadError` naming ``path`` and the fix when ``err`` (raised while
+    reading it) means a truncated or corrupt file or a ``weights_only`` refusal; else None."""
+    if "Weights only load failed" in str(err):
+        detail = next((line for line in str(err).splitlines() if "GLOBAL" in line), "")
+        return CheckpointReadError(
+            f"torch refused to unpickle checkpoint {path} with weights_only: it holds a "
+            f"class that is not allowlisted ({detail.strip()[:200]}). If you trust the "
+            "file, load it with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1"
+        )
+    if _looks_corrupt(err):
+        first_line = (str(err).splitlines() or [""])[0][:160]
+        return CheckpointReadError(
+            f"checkpoint {path} cannot be read ({type(err).__name__}: {first_line}): the file "
+            "is truncated or corrupt, e.g. written by a run killed while saving or on a full "
+            "disk. Delete or move it and start from an earlier checkpoint (fairseq-train: "
+            "--restore-file checkpoint_best.pt or a checkpointN.pt of the same --save-dir)"
+        )
+    return None
+
+
 def explain_unreadable_checkpoints():
     """Make fairseq name the file and the fix when a checkpoint cannot be read.
 
@@ -75,22 +96,10 @@ def explain_unreadable_checkpoints():
         try:
             return load(path, *args, **kwargs)
         except Exception as err:
-            if "Weights only load failed" in str(err):
-                detail = next((line for line in str(err).splitlines() if "GLOBAL" in line), "")
-                raise CheckpointReadError(
-                    f"torch refused to unpickle checkpoint {path} with weights_only: it holds a "
-                    f"class that is not allowlisted ({detail.strip()[:200]}). If you trust the "
-                    "file, load it with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1"
-                ) from err
-            if _looks_corrupt(err):
-                raise CheckpointReadError(
-                    f"checkpoint {path} cannot be read ({type(err).__name__}: "
-                    f"{str(err).splitlines()[0][:160]}): the file is truncated or corrupt, e.g. "
-                    "written by a run killed while saving or on a full disk. Delete or move it "
-                    "and start from an earlier checkpoint (fairseq-train: --restore-file "
-                    "checkpoint_best.pt or a checkpointN.pt of the same --save-dir)"
-                ) from err
-            raise
+            explained = explain_load_error(path, err)
+            if explained is None:
+                raise
+            raise explained from err
 
     load_checkpoint_to_cpu._admin_fairseq_explains_errors = True
     checkpoint_utils.load_checkpoint_to_cpu = load_checkpoint_to_cpu

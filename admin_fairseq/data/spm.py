@@ -15,8 +15,9 @@ from pathlib import Path
 SPLITS = ("train", "valid", "test")
 
 
-def _line_count(path):
-    with open(path, encoding="utf-8") as f:
+def line_count(path):
+    """Lines of a file, counted on bytes (a stray carriage return is not a line break)."""
+    with open(path, "rb") as f:
         return sum(1 for _ in f)
 
 
@@ -78,7 +79,7 @@ def train_and_encode(data_dir, src, tgt, vocab_size=8000, splits=SPLITS, log=pri
                 tmp = encoded.with_suffix(encoded.suffix + ".tmp")
                 _encode_file(processor, raw, tmp, threads or os.cpu_count() or 1, log)
                 os.replace(tmp, encoded)
-            counts[f"spm/{split}.{lang}"] = _line_count(encoded)
+            counts[f"spm/{split}.{lang}"] = line_count(encoded)
         if counts[f"spm/{split}.{src}"] != counts[f"spm/{split}.{tgt}"]:
             raise ValueError(
                 f"{split}.{src} and {split}.{tgt} have different line counts "

@@ -40,13 +40,15 @@ def load_checkpoint(path):
     import torch
 
     import admin_fairseq  # noqa: F401  (allowlists what a fairseq checkpoint holds)
+    from admin_fairseq.checkpoint_compat import explain_load_error
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated zip, bad pickle, not a checkpoint at all ...
+        explained = explain_load_error(path, err)
         raise RecipeError(
-            f"checkpoint {path} cannot be read ({type(err).__name__}: {str(err)[:200]}); it is "
-            "truncated or corrupt (a run killed while saving?). Delete it and use an earlier one"
+            str(explained) if explained is not None
+            else f"checkpoint {path} cannot be read ({type(err).__name__}: {str(err)[:200]})"
         ) from err
     if not isinstance(state, dict) or "model" not in state:
         raise RecipeError(f"{path} is not a fairseq checkpoint (no 'model' entry)")

@@ -106,11 +106,6 @@ MAX_WORDS = 250  # longer training lines are dropped (either side), as fairseq's
 MAX_RATIO = 1.5  # and pairs whose word counts differ by more than this factor
 
 
-def line_count(path):
-    with open(path, "rb") as f:
-        return sum(1 for _ in f)
-
-
 def _atomic_write_lines(path, lines):
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
@@ -320,7 +315,7 @@ def record_counts(out_dir, src, tgt, settings, log=print):
         for split in ("train", "valid", "test"):
             for lang in (src, tgt):
                 path = out_dir / f"{sub}{split}.{lang}"
-                counts[f"{sub}{split}.{lang}"] = line_count(path)
+                counts[f"{sub}{split}.{lang}"] = spm.line_count(path)
     for split in ("train", "valid", "test"):
         if counts[f"{split}.{src}"] != counts[f"{split}.{tgt}"]:
             raise RecipeError(
