@@ -19,7 +19,6 @@ import logging
 __version__ = "0.1.0"
 
 
-
 def _import_fairseq_quietly():
     """Import fairseq and register our models without changing the program's logging.
 
@@ -36,7 +35,7 @@ def _import_fairseq_quietly():
     except ImportError:  # the core does not need fairseq
         return False
     else:
-        from admin_fairseq import checkpoint_compat, models  # noqa: F401  (registers the models)
+        from admin_fairseq import checkpoint_compat, models, optim  # noqa: F401  (registers them)
 
         checkpoint_compat.allow_fairseq_checkpoints()
         checkpoint_compat.explain_unreadable_checkpoints()

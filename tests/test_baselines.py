@@ -10,7 +10,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from admin_fairseq.core.deepnorm import encoder_decoder_constants, single_stack_constants
-from admin_fairseq.models.transformer_admin import _scale_value_projection
+from admin_fairseq.models.transformer_admin import _projection_weights
 
 from conftest import free_port
 from fairseq_helpers import SMALL, build, sample_batch
@@ -41,24 +41,43 @@ def test_deepnorm_known_values_and_errors():
         encoder_decoder_constants(6, 0)
 
 
-def test_deepnet_scales_exactly_the_right_weights(dict_dir):
+def test_deepnet_draws_the_papers_initialisation(dict_dir):
+    """v/out/fc1/fc2 weights: Xavier-normal of gain beta; q/k: gain 1; biases, LayerNorms and
+    embeddings exactly as fairseq's transformer makes them (same seed)."""
     layers = ["--encoder-layers", "3", "--decoder-layers", "2"]
-    vanilla, _ = build(dict_dir, *TINY, *layers)
-    deepnet, _ = build(dict_dir, *TINY, *layers, "--deepnet")
+    wide = ["--encoder-embed-dim", "128", "--decoder-embed-dim", "128", "--encoder-ffn-embed-dim",
+            "512", "--decoder-ffn-embed-dim", "512"]  # fmt: skip
+    vanilla, _ = build(dict_dir, *TINY, *layers, *wide)
+    deepnet, _ = build(dict_dir, *TINY, *layers, *wide, "--deepnet")
     enc, dec = encoder_decoder_constants(3, 2)
-    scaled = {"self_attn.v_proj.weight", "self_attn.out_proj.weight", "encoder_attn.v_proj.weight",
-              "encoder_attn.out_proj.weight", "fc1.weight", "fc2.weight"}  # fmt: skip
+    gains = {"v_proj.weight": "beta", "out_proj.weight": "beta", "fc1.weight": "beta",
+             "fc2.weight": "beta", "q_proj.weight": 1.0, "k_proj.weight": 1.0}  # fmt: skip
     theirs = deepnet.state_dict()
     seen = set()
     for name, value in vanilla.state_dict().items():
-        suffix = ".".join(name.split(".")[3:])
-        if suffix in scaled:
-            beta = enc.beta if name.startswith("encoder.") else dec.beta
-            torch.testing.assert_close(theirs[name], value * beta, rtol=0, atol=0)
+        suffix = ".".join(name.split(".")[-2:])
+        if name.split(".")[1] == "layers" and suffix in gains:
+            gain = gains[suffix]
+            if gain == "beta":
+                gain = enc.beta if name.startswith("encoder.") else dec.beta
+            fan_out, fan_in = value.shape
+            expected = gain * math.sqrt(2.0 / (fan_in + fan_out))
+            got = theirs[name].std().item()
+            # 16k-64k draws per matrix: the sample std is within 2% of the true one
+            assert got == pytest.approx(expected, rel=0.03), (name, got, expected)
+            assert abs(theirs[name].mean().item()) < 0.1 * expected, name
             seen.add(suffix)
-        else:  # q/k projections, biases, LayerNorms, embeddings: untouched
-            assert torch.equal(theirs[name], value), name
-    assert seen == scaled
+        elif name.endswith("out_proj.bias"):
+            assert torch.all(theirs[name] == 0), name  # fairseq starts it at zero
+        elif name.split(".")[1] == "layers" and name.endswith("proj.bias") or name.endswith(("fc1.bias", "fc2.bias")):
+            # fairseq's nn.Linear default, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), not scaled by beta
+            # (the re-drawn weights consume random numbers, so later layers differ bit-wise)
+            fan_in = theirs[name.replace(".bias", ".weight")].shape[1]
+            bound = 1 / math.sqrt(fan_in)
+            assert 0.8 * bound < theirs[name].abs().max().item() <= bound, name
+        elif not name.endswith("weight") or "layer_norm" in name or "embed" in name:
+            assert torch.equal(theirs[name], value), name  # LayerNorms, embeddings, omegas
+    assert seen == set(gains)
     for name, value in theirs.items():
         if name.endswith("_residual.omega"):
             alpha = enc.alpha if name.startswith("encoder.") else dec.alpha
@@ -66,19 +85,23 @@ def test_deepnet_scales_exactly_the_right_weights(dict_dir):
     assert not any(n.endswith("omega") for n, _ in deepnet.named_parameters())  # alpha is fixed
 
 
-def test_beta_hits_only_the_value_slice_of_a_fused_projection():
+def test_deepnet_init_reaches_each_slice_of_a_fused_projection():
+    torch.manual_seed(0)
     fused = torch.nn.Module()
     fused.v_proj = None
-    fused.in_proj_weight = torch.nn.Parameter(torch.ones(12, 4))
+    fused.in_proj_weight = torch.nn.Parameter(torch.zeros(3 * 256, 256))
+    q, k, v = _projection_weights(fused)
     with torch.no_grad():
-        _scale_value_projection(fused, 0.5)
-    assert torch.all(fused.in_proj_weight[:8] == 1.0) and torch.all(fused.in_proj_weight[8:] == 0.5)
+        torch.nn.init.xavier_normal_(v, gain=0.25)
+    assert torch.all(fused.in_proj_weight[: 2 * 256] == 0.0)  # q and k slices untouched
+    assert fused.in_proj_weight[2 * 256 :].std().item() == pytest.approx(0.25 * math.sqrt(2 / 512), rel=0.03)
+    assert q.shape == k.shape == v.shape == (256, 256)
 
 
 @pytest.mark.parametrize("flags,message", [
     (["--deepnet", "--encoder-normalize-before"], "--deepnet is defined for Post-LN"),
     (["--deepnet", "--admin-init"], "--deepnet and --admin-init are two different"),
-    (["--admin-profile"], "--admin-profile/--admin-profile-from has no effect without --admin-init"),
+    (["--admin-profile"], "--admin-profile/--admin-profile-from/--admin-profile-to has no effect without --admin-init"),
     (["--admin-init", "--admin-profile", "--admin-output-change-scale", "O(1)"],
      "--admin-output-change-scale does not apply to --admin-profile"),
     (["--admin-init", "--admin-profile", "--decoder-normalize-before"], "--admin-init is defined for Post-LN"),

@@ -85,16 +85,26 @@ def _flag(cmd, name):
     return cmd[cmd.index(name) + 1]
 
 
-PUBLISHED = {
-    "8x4096": {"--lr": "1e-3", "--warmup-updates": "8000", "--weight-decay": "0.0",
-               "--dropout": "0.1", "--max-epoch": "50"},
-    "128x4096": {"--lr": "1.5e-3", "--warmup-updates": "4000", "--weight-decay": "1e-4",
-                 "--dropout": "0.4", "--max-update": "100000"},
+PUBLISHED = {  # the published scripts' values, flag by flag (docs/published-settings.md)
+    "8x4096": {"--optimizer": "adam", "--lr": "1e-3", "--warmup-updates": "8000",
+               "--weight-decay": "0.0", "--dropout": "0.1", "--attention-dropout": "0.1",
+               "--activation-dropout": "0.1", "--max-epoch": "45", "--keep-last-epochs": "10",
+               "--max-tokens": "4096", "--threshold-loss-scale": "0.0625"},
+    "128x4096": {"--optimizer": "adam", "--lr": "1.5e-3", "--warmup-updates": "4000",
+                 "--weight-decay": "1e-4", "--dropout": "0.4", "--attention-dropout": "0.0",
+                 "--activation-dropout": "0.0", "--max-update": "100000", "--max-epoch": "45",
+                 "--max-tokens": "2048", "--threshold-loss-scale": "0.0625"},
+    "80x8000": {"--optimizer": "radam", "--lr": "7e-4", "--warmup-updates": "8000",
+                "--weight-decay": "0.0", "--dropout": "0.1", "--attention-dropout": "0.1",
+                "--activation-dropout": "0.1", "--max-epoch": "50", "--keep-last-epochs": "10",
+                "--max-tokens": "8000", "--threshold-loss-scale": "0.03125"},
 }  # fmt: skip
-COMMON = {"--optimizer": "adam", "--adam-betas": "(0.9, 0.98)", "--clip-norm": "0.0",
+PUBLISHED["256x5000"] = dict(PUBLISHED["80x8000"], **{"--max-tokens": "5000"})
+COMMON = {"--adam-betas": "(0.9, 0.98)", "--clip-norm": "0.0", "--seed": "1111",
           "--lr-scheduler": "inverse_sqrt", "--warmup-init-lr": "1e-07",
           "--criterion": "label_smoothed_cross_entropy", "--label-smoothing": "0.1",
-          "--fp16-scale-window": "256", "--threshold-loss-scale": "0.0625"}  # fmt: skip
+          "--fp16-scale-window": "256"}  # fmt: skip
+PUBLISHED_UPDATE_FREQ = {"8x4096": "1", "128x4096": "32", "80x8000": "10", "256x5000": "16"}
 
 
 def _build(**overrides):
@@ -103,37 +113,77 @@ def _build(**overrides):
     args.extra = []
     for key, value in overrides.items():
         setattr(args, key, value)
-    return train.build(args)
+    return train.build(args, env={})
+
+
+def _fairseq_flags(cmd):
+    return cmd[cmd.index("--") + 1:]
 
 
 @pytest.mark.parametrize("method,depth,batch", itertools.product(
-    train.METHODS, PUBLISHED_DEPTHS, ("8x4096", "128x4096")))
+    train.METHODS, PUBLISHED_DEPTHS, tuple(PUBLISHED)))
 def test_build_uses_the_published_recipe(method, depth, batch):
-    (cmd,), info = _build(method=method, depth=depth, batch=batch)
+    commands, info = _build(method=method, depth=depth, batch=batch)
+    cmd = commands[-1]
     for flag, value in {**COMMON, **PUBLISHED[batch]}.items():
         assert _flag(cmd, flag) == value, flag
-    assert "--memory-efficient-fp16" in cmd and "--share-all-embeddings" in cmd
+    fp16 = "--fp16" if batch in ("80x8000", "256x5000") else "--memory-efficient-fp16"
+    assert fp16 in cmd and "--share-all-embeddings" in cmd
     enc, dec = depth.split("-")
     assert (_flag(cmd, "--encoder-layers"), _flag(cmd, "--decoder-layers")) == (enc, dec)
     assert _flag(cmd, "--arch") == "transformer_admin_wmt_en_de"
-    for method_flag in train.METHODS[method]:
+    method_flags = train.METHODS[method]
+    if method == "admin-profiled" and fp16 == "--fp16":  # profiled by a run of its own first
+        assert len(commands) == 2 and "--admin-profile-to" in commands[0]
+        assert _flag(commands[0], "--distributed-world-size") == "1"
+        assert _flag(cmd, "--admin-profile-from") == _flag(commands[0], "--admin-profile-to")
+        method_flags = ["--admin-init"]
+    else:
+        assert len(commands) == 1
+    for method_flag in method_flags:
         assert method_flag in cmd
     others = {f for m, flags in train.METHODS.items() if m != method for f in flags}
     assert not (others - set(train.METHODS[method])) & set(cmd)
     a, b = train.parse_batch(batch)
     assert 8 * int(_flag(cmd, "--max-tokens")) * int(_flag(cmd, "--update-freq")) == a * b
-    assert (_flag(cmd, "--max-tokens"), _flag(cmd, "--update-freq")) == (
-        ("4096", "1") if batch == "8x4096" else ("2048", "32"))
+    assert _flag(cmd, "--update-freq") == (PUBLISHED_UPDATE_FREQ[batch] if batch != "256x5000" else "32")
     assert _flag(cmd, "--distributed-world-size") == "8"
+    assert cmd[:4] == [cmd[0], "--standalone", "--nproc-per-node", "8"]  # torchrun, one node
+
+
+def test_published_update_freq_on_the_published_gpu_counts():
+    for batch, gpus in (("8x4096", 8), ("128x4096", 8), ("80x8000", 8), ("256x5000", 16)):
+        _, info = _build(batch=batch, gpus=gpus)
+        assert str(info["update_freq"]) == PUBLISHED_UPDATE_FREQ[batch], batch
+
+
+@pytest.mark.parametrize("gpus", [1, 2, 8])
+def test_world_size_is_always_explicit(gpus):
+    """--gpus 1 on an 8-GPU node must train on one GPU: fairseq's default world size is every
+    visible GPU, so the flag is passed even for one worker."""
+    (cmd,), info = _build(gpus=gpus, batch="8x4096")
+    assert _flag(cmd, "--distributed-world-size") == str(gpus)
+    assert int(_flag(cmd, "--update-freq")) * gpus == 8
+    if gpus == 1:
+        assert cmd[1:5] == ["-m", "admin_fairseq.launch", "--launcher", "none"]
+
+
+def test_avg_epochs_sets_the_stop_and_the_kept_epochs():
+    (cmd,), info = _build(avg_epochs="31-45")
+    assert (_flag(cmd, "--max-epoch"), _flag(cmd, "--keep-last-epochs")) == ("45", "15")
+    assert info["avg_epochs"] == "31-45"
+    with pytest.raises(RecipeError, match="--avg-epochs needs 1 <= FIRST <= LAST"):
+        _build(avg_epochs="45-36")
 
 
 def test_dry_run_cli_prints_arithmetic_and_command():
-    arithmetic, cmd = _dry_run("--data", "data/wmt17-en-de", "--method", "admin-profiled",
+    arithmetic, cmd = _dry_run("--data", "data/wmt17-en-de", "--method", "admin",
                                "--depth", "100-100", "--batch", "128x4096", "--gpus", "4",
                                "--", "--max-update", "50000")  # fmt: skip
     assert "128x4096 = 524,288 tokens per update = 1 node(s) x 4 GPU(s) x --max-tokens 2048 " \
            "x --update-freq 64" in arithmetic
-    assert cmd[0].endswith("fairseq-train") and cmd[1] == "data/wmt17-en-de/bin"
+    flags = _fairseq_flags(cmd)
+    assert flags[0] == "data/wmt17-en-de/bin"
     assert cmd[-2:] == ["--max-update", "50000"]  # passed through last, so it wins
 
 
@@ -148,7 +198,19 @@ def test_dry_run_multi_node_goes_through_torchrun():
     assert [_flag(cmd, f) for f in ("--nnodes", "--node-rank", "--nproc-per-node",
                                     "--master-addr", "--master-port")] == \
         ["2", "1", "8", "10.1.2.3", "23456"]  # fmt: skip
+    assert cmd[cmd.index("-m") + 1:cmd.index("--")] == ["admin_fairseq.launch", "--launcher", "torchrun"]
     assert _flag(cmd, "--distributed-world-size") == "16" and _flag(cmd, "--update-freq") == "16"
+    assert "[train] node 1: ranks 8-15 (cuda:0-7)" in result.stdout
+
+
+def test_multi_node_without_master_addr_is_refused():
+    env = {k: v for k, v in os.environ.items() if k != "MASTER_ADDR"}
+    result = subprocess.run([sys.executable, "-m", "admin_fairseq.recipes.train", "--data", "d",
+                             "--method", "admin", "--depth", "6-6", "--batch", "8x4096", "--gpus",
+                             "4", "--nodes", "2", "--dry-run"], capture_output=True, text=True,
+                            env=env)  # fmt: skip
+    assert result.returncode == 2
+    assert "--nodes 2 needs --master-addr (or MASTER_ADDR)" in result.stderr
 
 
 def test_big_model_at_huge_batch_uses_its_learning_rate():
@@ -180,7 +242,7 @@ def test_recipe_run_sh_dry_run_covers_every_combination(tmp_path):
     (["--depth", "18"], "--depth must be ENCODER-DECODER layers"),
     (["--depth", "0-6"], "at least one layer per stack"),
     (["--batch", "8k"], "--batch must be AxB"),
-    (["--batch", "4x4096"], "not a published setting (8x4096, 128x4096); name the hyper-parameters with --recipe"),
+    (["--batch", "4x4096"], "not a published setting (8x4096, 128x4096, 80x8000, 256x5000); name the hyper-parameters with --recipe regular or huge or clinic"),
     (["--gpus", "3"], "cannot be reached exactly by 3 worker(s)"),
     (["--gpus", "8", "--nodes", "2", "--node-rank", "2"], "--node-rank must be in 0..1"),
     (["--size", "huge"], "unknown --size 'huge'; choose from base, big, cpu"),
@@ -344,14 +406,67 @@ def test_corrupt_checkpoint_gets_a_clear_error(tmp_path):
     assert not (tmp_path / "avg.pt").exists()
 
 
-def test_tokenized_bleu_splits_german_compounds():
-    ref = ["Die Nord-Süd-Verbindung ist heute geschlossen, sagte er."]
-    assert evaluate.tokenized_bleu(ref, ref, "de")[0] == pytest.approx(100.0)
-    hyp = ["Die Nord-Süd Verbindung ist heute geschlossen, sagte er."]
-    split, how = evaluate.tokenized_bleu(hyp, ref, "de")
-    unsplit, _ = evaluate.tokenized_bleu(hyp, ref, "fr")
-    assert "compound-split" in how and split > unsplit  # "Nord ##AT##-##AT## Süd" matches
-    assert 0 < split < 100
+# Hand-checked against the published procedure: tokenizer.perl -a -l LANG (escaping on), then
+# for German perl -ple 's{(\S)-(\S)}{$1 ##AT##-##AT## $2}g' once.
+HAND_CHECKED = [
+    ("de", "Die Nord-Süd-Verbindung ist heute geschlossen, sagte er.",
+     "Die Nord @ ##AT##-##AT## @ Süd @ ##AT##-##AT## @ Verbindung ist heute geschlossen , sagte er ."),
+    ("de", 'Das 3-jährige Kind sagt: "Hallo!" & geht.',
+     "Das 3 @ ##AT##-##AT## @ jährige Kind sagt : &quot; Hallo ! &quot; &amp; geht ."),
+    ("fr", "L'homme d'État a dit : « c'est-à-dire vingt-deux » aujourd'hui.",
+     "L&apos; homme d&apos; État a dit : « c&apos; est @-@ à @-@ dire vingt @-@ deux » aujourd&apos; hui ."),
+    ("fr", "Le porte-parole (en 2014) a coûté 3,5 millions d'euros.",
+     "Le porte @-@ parole ( en 2014 ) a coûté 3,5 millions d&apos; euros ."),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("lang,line,expected", HAND_CHECKED)
+def test_paper_tokenization_token_by_token(lang, line, expected):
+    assert evaluate.paper_tokenize(line, lang).split(" ") == expected.split(" ")
+
+
+def test_compound_split_is_one_pass_like_the_perl_one_liner():
+    # on text that was not hyphen-split, one pass leaves every second hyphen of a-b-c, as perl does
+    assert evaluate._COMPOUND.sub(r"\1 ##AT##-##AT## \2", "a-b-c") == "a ##AT##-##AT## b-c"
+
+
+def test_tokenized_bleu_is_fairseq_score_on_the_papers_tokens(tmp_path):
+    import sacrebleu
+
+    refs = [line for lang, line, _ in HAND_CHECKED if lang == "de"]
+    hyps = ["Die Nord-Süd Verbindung ist heute geschlossen, sagte er.", 'Das Kind sagt: "Hallo!"']
+    value, how = evaluate.tokenized_bleu(hyps, refs, "de")
+    assert how.startswith("tokenized BLEU: Moses tokenizer -a") and "##AT##" in how
+    tok_h = [evaluate.paper_tokenize(h, "de") for h in hyps]
+    tok_r = [evaluate.paper_tokenize(r, "de") for r in refs]
+    # the same number from fairseq-score itself, run on the tokenized files
+    (tmp_path / "hyp").write_text("\n".join(tok_h) + "\n")
+    (tmp_path / "ref").write_text("\n".join(tok_r) + "\n")
+    out = subprocess.run([str(Path(sys.executable).parent / "fairseq-score"), "-s", str(tmp_path / "hyp"),
+                          "-r", str(tmp_path / "ref")], capture_output=True, text=True)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert f"BLEU4 = {value:.2f}" in out.stdout
+    # and from sacreBLEU without its own tokenizer or smoothing
+    plain = sacrebleu.metrics.BLEU(tokenize="none", smooth_method="none", force=True)
+    assert value == pytest.approx(plain.corpus_score(tok_h, [tok_r]).score, abs=1e-9)
+    assert 0 < value < 100
+
+
+def _epoch_files(run, epochs):
+    run.mkdir(parents=True, exist_ok=True)
+    for epoch in epochs:
+        torch.save({"model": {"w": torch.full((2,), float(epoch))}}, run / f"checkpoint{epoch}.pt")
+
+
+def test_evaluation_averages_the_published_window_not_the_last_on_disk(tmp_path):
+    run = tmp_path / "run"
+    _epoch_files(run, range(31, 51))  # a 50-epoch run that kept 20 epochs
+    paths = evaluate.window_checkpoints(run, (36, 45))
+    assert [p.name for p in paths] == [f"checkpoint{e}.pt" for e in range(36, 46)]
+    avg = torch.load(evaluate.average_checkpoints(paths, tmp_path / "avg.pt"), weights_only=True)
+    assert avg["model"]["w"].tolist() == [40.5, 40.5]  # mean of 36..45, not of 41..50
+    with pytest.raises(RecipeError, match=r"lacks checkpoint51.pt, checkpoint52.pt, checkpoint53.pt, checkpoint54.pt \(it has epochs 31-50\)"):
+        evaluate.window_checkpoints(run, (45, 54))
 
 
 # ------------------------------------------------------------------ comparison

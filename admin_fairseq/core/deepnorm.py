@@ -1,9 +1,9 @@
 """DeepNorm constants (Wang et al., 2022, "DeepNet: Scaling Transformers to 1,000 Layers").
 
 DeepNet is a baseline here: ``LN(alpha * x + f(x))`` with a fixed ``alpha`` on the skip
-branch, plus the initial weights of the value and output projections of every attention
-(cross-attention included) and of both FFN layers multiplied by ``beta``; the query and key
-projections keep their initialisation.
+branch, and the initial weights of the value and output projections of every attention
+(cross-attention included) and of both FFN layers drawn from Xavier-normal with gain
+``beta`` (the query and key projections with gain 1).
 
 For an encoder-decoder with ``N`` encoder and ``M`` decoder layers:
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class DeepNormConstants:
     alpha: float  # scale of the skip branch
-    beta: float  # initial scale of v_proj, out_proj, fc1, fc2
+    beta: float  # Xavier-normal gain of v_proj, out_proj, fc1, fc2
 
 
 def _check_layers(value, name):

@@ -13,6 +13,10 @@ import os
 from pathlib import Path
 
 SPLITS = ("train", "valid", "test")
+#: Fixed so that two machines learn byte-identical models: sentencepiece records the thread
+#: count (and the input paths) in the model, and the learned pieces depend on the thread count.
+TRAIN_THREADS = 16
+TRAIN_SEED = 1
 
 
 def line_count(path):
@@ -52,19 +56,28 @@ def train_and_encode(data_dir, src, tgt, vocab_size=8000, splits=SPLITS, log=pri
                 f"({settings_path.read_text().strip()}); remove it or use another folder"
             )
     else:
-        inputs = [str(data_dir / f"train.{lang}") for lang in (src, tgt)]
-        log(f"learning a joint sentencepiece model ({vocab_size} pieces) on {', '.join(inputs)}")
-        spm.SentencePieceTrainer.train(
-            input=",".join(inputs),
-            model_prefix=str(model_prefix),
-            vocab_size=vocab_size,
-            character_coverage=1.0,
-            model_type="unigram",
-            input_sentence_size=2_000_000,
-            shuffle_input_sentence=True,
-            num_threads=os.cpu_count() or 1,
-            minloglevel=2,
-        )
+        inputs = [f"train.{lang}" for lang in (src, tgt)]
+        log(f"learning a joint sentencepiece model ({vocab_size} pieces) on "
+            f"{', '.join(str(data_dir / name) for name in inputs)}")  # fmt: skip
+        # Relative paths from inside the folder, a fixed seed and a fixed thread count: the
+        # same corpus gives a byte-identical spm.model on any machine.
+        spm.set_random_generator_seed(TRAIN_SEED)
+        cwd = os.getcwd()
+        os.chdir(data_dir)
+        try:
+            spm.SentencePieceTrainer.train(
+                input=",".join(inputs),
+                model_prefix=model_prefix.name,
+                vocab_size=vocab_size,
+                character_coverage=1.0,
+                model_type="unigram",
+                input_sentence_size=2_000_000,
+                shuffle_input_sentence=True,
+                num_threads=TRAIN_THREADS,
+                minloglevel=2,
+            )
+        finally:
+            os.chdir(cwd)
         settings_path.write_text(json.dumps(settings) + "\n")
     processor = spm.SentencePieceProcessor(model_file=str(model_path))
     out_dir = data_dir / "spm"

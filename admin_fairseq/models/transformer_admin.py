@@ -13,7 +13,9 @@ before`` give Pre-LN. The variants, all Post-LN ``LN(omega * x + f(x))``:
   training batch (dropout on) before the first update, is broadcast from rank 0 so that
   every worker agrees, and is then trained as per-dimension vectors. A flag buffer in the
   model records that it was done, so resuming never profiles again.
-  ``--admin-profile-from`` takes the profile of an earlier checkpoint or JSON file instead.
+  ``--admin-profile-from`` takes the profile of an earlier checkpoint or JSON file instead;
+  ``--admin-profile-to FILE`` profiles, writes the omegas to FILE and stops before the first
+  update (the original two-step procedure, needed under ``--fp16``'s fp32 master weights).
 * ``--deepnet``: DeepNorm, a fixed ``alpha`` on the skip branch and ``beta``-scaled initial
   weights of v_proj, out_proj (cross-attention included), fc1 and fc2.
 """
@@ -62,27 +64,33 @@ def _residual_plan(cfg, side, sublayers_per_layer):
     return omega, cfg.admin_as_parameter, None
 
 
-def _scale_value_projection(attn, beta):
-    """Multiply the value projection's weight by beta, whether it is its own module
-    (fairseq) or the last third of a fused in_proj_weight (other implementations)."""
+def _projection_weights(attn):
+    """``(q, k, v)`` weight tensors of an attention module: its own projections (fairseq),
+    or the three slices of a fused ``in_proj_weight`` (other implementations)."""
     if getattr(attn, "v_proj", None) is not None:
-        attn.v_proj.weight.mul_(beta)
-    else:
-        dim = attn.in_proj_weight.shape[0] // 3
-        attn.in_proj_weight[2 * dim :].mul_(beta)
+        return attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight
+    dim = attn.in_proj_weight.shape[0] // 3
+    fused = attn.in_proj_weight
+    return fused[:dim], fused[dim : 2 * dim], fused[2 * dim :]
 
 
 @torch.no_grad()
-def apply_deepnorm_beta(layer, beta):
-    """DeepNet's initialisation: v_proj, out_proj (self- and cross-attention), fc1 and fc2
-    weights multiplied by beta after fairseq's own initialisation; q/k untouched."""
+def apply_deepnorm_init(layer, beta):
+    """DeepNet's initialisation (Wang et al., 2022, Algorithm 1): the weights of v_proj,
+    out_proj (self- and cross-attention), fc1 and fc2 are drawn from Xavier-normal with gain
+    beta, those of q_proj and k_proj from Xavier-normal with gain 1. Biases keep fairseq's
+    initialisation (the paper's algorithm sets weights only); docs/published-settings.md
+    says why this and not torchscale's "multiply the default weights and biases by beta"."""
     for attn in (layer.self_attn, getattr(layer, "encoder_attn", None)):
         if attn is None:
             continue
-        _scale_value_projection(attn, beta)
-        attn.out_proj.weight.mul_(beta)
-    layer.fc1.weight.mul_(beta)
-    layer.fc2.weight.mul_(beta)
+        q, k, v = _projection_weights(attn)
+        torch.nn.init.xavier_normal_(q, gain=1.0)
+        torch.nn.init.xavier_normal_(k, gain=1.0)
+        torch.nn.init.xavier_normal_(v, gain=beta)
+        torch.nn.init.xavier_normal_(attn.out_proj.weight, gain=beta)
+    torch.nn.init.xavier_normal_(layer.fc1.weight, gain=beta)
+    torch.nn.init.xavier_normal_(layer.fc2.weight, gain=beta)
 
 
 def _wrap_like_fairseq(layer, cfg):
@@ -102,7 +110,7 @@ class AdminTransformerEncoder(TransformerEncoderBase):
         omega, as_parameter, beta = _residual_plan(cfg, "encoder", 2)
         layer = AdminEncoderLayer(cfg, omega, as_parameter=as_parameter, return_fc=self.return_fc)
         if beta is not None:
-            apply_deepnorm_beta(layer, beta)
+            apply_deepnorm_init(layer, beta)
         return _wrap_like_fairseq(layer, cfg)
 
 
@@ -116,7 +124,7 @@ class AdminTransformerDecoder(TransformerDecoderBase):
             cfg, omega, as_parameter=as_parameter, no_encoder_attn=no_encoder_attn
         )
         if beta is not None:
-            apply_deepnorm_beta(layer, beta)
+            apply_deepnorm_init(layer, beta)
         return _wrap_like_fairseq(layer, cfg)
 
 
@@ -127,8 +135,11 @@ def check_admin_args(args):
     args.admin_output_change_scale = canonical_scale(
         args.admin_output_change_scale, "--admin-output-change-scale"
     )
-    if args.admin_profile_from and not args.admin_profile:
-        args.admin_profile = True  # a given profile is the profiled variant
+    if (args.admin_profile_from or args.admin_profile_to) and not args.admin_profile:
+        args.admin_profile = True  # a given or written profile is the profiled variant
+    if args.admin_profile_from and args.admin_profile_to:
+        raise ValueError("--admin-profile-from reads a profile and --admin-profile-to writes "
+                         "one; give one of them")
     if args.deepnet and args.admin_init:
         raise ValueError(
             "--deepnet and --admin-init are two different initialisations of the residual "
@@ -138,7 +149,7 @@ def check_admin_args(args):
         for flag, value, default in (
             ("--admin-as-parameter", args.admin_as_parameter, False),
             ("--admin-output-change-scale", args.admin_output_change_scale, DEFAULT_OUTPUT_CHANGE_SCALE),
-            ("--admin-profile/--admin-profile-from", args.admin_profile, False),
+            ("--admin-profile/--admin-profile-from/--admin-profile-to", args.admin_profile, False),
         ):  # fmt: skip
             if value != default:
                 raise ValueError(
@@ -150,7 +161,8 @@ def check_admin_args(args):
         and not getattr(args, "memory_efficient_bf16", False)
         and not getattr(args, "amp", False)
     )
-    if args.admin_profile and not args.admin_profile_from and fp16_master_copies:
+    profiles_in_training = args.admin_profile and not (args.admin_profile_from or args.admin_profile_to)
+    if profiles_in_training and fp16_master_copies:
         # fairseq's FP16Optimizer copies the parameters to fp32 when it is built, before
         # the first batch, and copies them back after every step: it would overwrite the
         # profiled omegas with their placeholder.
@@ -158,7 +170,7 @@ def check_admin_args(args):
             "--admin-profile cannot profile under --fp16/--bf16 with fairseq's FP16Optimizer "
             "(its fp32 copy of the weights predates the profile); use "
             "--memory-efficient-fp16 (the published recipes' setting) or --amp, or pass a "
-            "profile computed earlier with --admin-profile-from"
+            "profile written by a run with --admin-profile-to FILE with --admin-profile-from FILE"
         )
     if args.admin_profile and getattr(args, "ddp_backend", None) == "fully_sharded":
         raise ValueError(
@@ -196,7 +208,8 @@ def check_admin_args(args):
 
 
 def check_half_precision_device(args):
-    """Refuse fp16 training on a machine without a CUDA GPU, before any data is loaded.
+    """Refuse fp16 training on a machine without a CUDA GPU, before any data is loaded,
+    unless ``--cpu`` asks for fairseq's half-precision code on CPU tensors on purpose.
 
     fairseq itself would load the data, build the model and then stop with torch's bare
     "Torch not compiled with CUDA enabled". Only checked inside ``fairseq-train``: a model
@@ -205,12 +218,15 @@ def check_half_precision_device(args):
     """
     half = [flag for flag, name in (("--fp16", "fp16"), ("--memory-efficient-fp16",
             "memory_efficient_fp16"), ("--amp", "amp")) if getattr(args, name, False)]  # fmt: skip
-    if not half or "fairseq_cli.train" not in sys.modules or torch.cuda.is_available():
+    if not half or getattr(args, "cpu", False) or "fairseq_cli.train" not in sys.modules:
+        return
+    if torch.cuda.is_available():
         return
     raise ValueError(
         f"{' and '.join(half)} need(s) a CUDA GPU, and torch sees none on this machine "
         f"(torch.cuda.is_available() is False); drop {' and '.join(half)} and add --cpu to "
-        "train in fp32 on the CPU"
+        "train in fp32 on the CPU (or keep it and add --cpu to run fairseq's half-precision "
+        "code on the CPU, slowly, for testing)"
     )
 
 
@@ -346,10 +362,17 @@ class AdminTransformerModel(TransformerModel):
             "(.pt) or JSON file instead of profiling (implies --admin-profile)",
         )
         parser.add_argument(
+            "--admin-profile-to",
+            metavar="FILE",
+            help="with --admin-init: profile the first training batch, write the omegas to "
+            "FILE (JSON, for --admin-profile-from) and stop before the first update",
+        )
+        parser.add_argument(
             "--deepnet",
             action="store_true",
-            help="DeepNet/DeepNorm baseline: alpha-scaled skip branch and beta-scaled "
-            "initial weights (v_proj, out_proj, fc1, fc2); not with --admin-init",
+            help="DeepNet/DeepNorm baseline: alpha-scaled skip branch, Xavier-normal "
+            "initial weights of gain beta (v_proj, out_proj, fc1, fc2) and 1 (q_proj, "
+            "k_proj); not with --admin-init",
         )
 
     def __init__(self, args, encoder, decoder):
@@ -357,6 +380,7 @@ class AdminTransformerModel(TransformerModel):
         if getattr(args, "admin_profile", False):
             # 0 until the omegas are profiled (or loaded); saved with the checkpoint
             self.register_buffer("admin_omega_profiled", torch.zeros(()))
+        self.admin_profile_to = getattr(args, "admin_profile_to", None)
 
     @classmethod
     def build_model(cls, args, task):
@@ -437,6 +461,25 @@ class AdminTransformerModel(TransformerModel):
                 f"Admin profiled {len(values)} {side} omegas on rank 0's first batch: "
                 f"{values[0]:.3f}, {values[1]:.3f}, ... {values[-1]:.3f}"
             )
+        if self.admin_profile_to:
+            self.write_profile(self.admin_profile_to)
+            logger.info(f"Admin profile written to {self.admin_profile_to}; stopping before "
+                        "the first update (--admin-profile-to)")  # fmt: skip
+            raise SystemExit(0)
+
+    def write_profile(self, path):
+        """Write the omegas as ``{"encoder": [...], "decoder": [...]}``, one value per
+        sub-layer in order (what :func:`load_omega_profile` reads); atomically."""
+        profile = {
+            side: [module.omega.detach().float().reshape(-1)[0].item()
+                   for _, module in _omega_residuals(stack)]
+            for side, stack in (("encoder", self.encoder), ("decoder", self.decoder))
+        }  # fmt: skip
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(profile, indent=1) + "\n")
+        tmp.replace(path)
 
 
 # ---------------------------------------------------------------------------------------
@@ -454,6 +497,7 @@ def _admin_defaults(args):
     args.admin_as_parameter = getattr(args, "admin_as_parameter", False)
     args.admin_profile = getattr(args, "admin_profile", False)
     args.admin_profile_from = getattr(args, "admin_profile_from", None)
+    args.admin_profile_to = getattr(args, "admin_profile_to", None)
     args.deepnet = getattr(args, "deepnet", False)
 
 

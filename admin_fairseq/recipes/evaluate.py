@@ -1,15 +1,20 @@
-"""Evaluate a recipe run: average the last checkpoints, translate the test set, score it.
+"""Evaluate a recipe run: average its checkpoints, translate the test set, score it.
 
     python -m admin_fairseq.recipes.evaluate --run runs/wmt17-en-de/admin-18-18-8x4096
+    python -m admin_fairseq.recipes.evaluate --run RUN --avg-epochs 36-45
 
-1. averages the last ``--avg-last`` epoch checkpoints (``checkpointN.pt``; our own averaging,
-   fairseq's pip package does not ship ``average_checkpoints.py``) into ``averaged.pt``;
+1. averages the epoch checkpoints of a window (``--avg-epochs FIRST-LAST``; default: the
+   window the train step recorded in ``run.json``, which is the published one, e.g. epochs
+   36-45 for the admin-torch recipes) or the last ``--avg-last N`` on disk, into
+   ``averaged.pt`` (our own averaging: fairseq's pip package has no ``average_checkpoints.py``);
 2. runs ``fairseq-generate`` with the published beam and length penalty (En-De beam 4,
    lenpen 0.6; En-Fr beam 5, lenpen 0.8) and sentencepiece decoding;
 3. scores the detokenized output against the raw reference with sacreBLEU (BLEU and chrF, with
-   signatures), and also reports the *tokenized* BLEU the papers print (Moses tokenizer on
-   both sides, compound splitting for German as fairseq's ``compound_split_bleu.sh``). The two
-   are not comparable with each other; the table labels them.
+   signatures: the headline numbers), and also the *tokenized BLEU* the papers print, computed
+   as they did: both sides Moses-tokenized with aggressive hyphen splitting (``-a``), for
+   German one ``##AT##`` compound-splitting pass (fairseq's ``compound_split_bleu.sh``),
+   then BLEU-4 on whitespace tokens by fairseq's own scorer (``fairseq-score``). The two
+   are not comparable with each other; the output labels them.
 
 Results go to ``{run}/eval/{subset}.json`` (with the generate command) and are printed.
 """
@@ -53,6 +58,24 @@ def load_checkpoint(path):
     if not isinstance(state, dict) or "model" not in state:
         raise RecipeError(f"{path} is not a fairseq checkpoint (no 'model' entry)")
     return state
+
+
+def window_checkpoints(run_dir, window):
+    """``checkpoint{FIRST..LAST}.pt`` of ``run_dir``; RecipeError naming the missing epochs."""
+    first, last = window
+    paths = [Path(run_dir) / f"checkpoint{epoch}.pt" for epoch in range(first, last + 1)]
+    missing = [p.name for p in paths if not p.exists()]
+    if missing:
+        have = sorted(int(m.group(1)) for p in Path(run_dir).glob("checkpoint*.pt")
+                      if (m := _EPOCH_CHECKPOINT.search(p.name)))  # fmt: skip
+        on_disk = f"epochs {have[0]}-{have[-1]}" if have else "no epoch checkpoints"
+        raise RecipeError(
+            f"--avg-epochs {first}-{last}: {run_dir} lacks {', '.join(missing[:5])}"
+            f"{' ...' if len(missing) > 5 else ''} (it has {on_disk}). Train until epoch {last} "
+            f"with the train step's --avg-epochs {first}-{last} (it keeps those epochs), or "
+            "average another window"
+        )
+    return paths
 
 
 def epoch_checkpoints(run_dir):
@@ -113,30 +136,49 @@ def average_checkpoints(paths, out_path):
 _COMPOUND = re.compile(r"(\S)-(\S)")
 
 
-def tokenized_bleu(hypotheses, references, lang):
-    """BLEU on Moses-tokenized text (``##AT##`` compound splitting for German), the number
-    the papers report; returns ``(score, description)``."""
-    import sacrebleu
+TOKENIZED_BLEU = ("tokenized BLEU: Moses tokenizer -a (aggressive hyphen splitting){split}, "
+                  "BLEU-4 on whitespace tokens (fairseq-score), as the papers")
+
+
+def paper_tokenize(line, lang, tokenizer=None):
+    """One line as the papers scored it: Moses-tokenized as fairseq's WMT preparation does
+    (``tokenizer.perl -a -l LANG``: aggressive hyphen splitting, special characters escaped),
+    and for German one pass of ``compound_split_bleu.sh``'s ``s{(\S)-(\S)}{$1 ##AT##-##AT## $2}g``."""
     from sacremoses import MosesTokenizer
 
-    tok = MosesTokenizer(lang=lang)
-
-    def prep(line):
-        text = tok.tokenize(line, escape=False, return_str=True)
-        if lang == "de":
-            # twice, so that overlapping matches such as "a-b-c" are all split
-            text = _COMPOUND.sub(r"\1 ##AT##-##AT## \2", _COMPOUND.sub(r"\1 ##AT##-##AT## \2", text))
-        return text
-
-    hyps, refs = [prep(h) for h in hypotheses], [prep(r) for r in references]
-    bleu = sacrebleu.metrics.BLEU(tokenize="none", force=True)
-    value = bleu.corpus_score(hyps, [refs]).score
-    how = "Moses-tokenized" + (", compound-split" if lang == "de" else "") + ", multi-bleu style"
-    return value, how
+    tokenizer = tokenizer or MosesTokenizer(lang=lang)
+    text = tokenizer.tokenize(line, aggressive_dash_splits=True, escape=True, return_str=True)
+    if lang == "de":
+        text = _COMPOUND.sub(r"\1 ##AT##-##AT## \2", text)  # one pass, as the perl one-liner
+    return text
 
 
-def evaluate(run_dir, data_dir=None, avg_last=10, beam=None, lenpen=None, subset="test",
-             max_tokens=8000, cpu=None, generate_args=(), log=print):  # fmt: skip
+def fairseq_bleu(hypotheses, references, order=4):
+    """Corpus BLEU of already tokenized lines, computed by fairseq's scorer exactly as
+    ``fairseq-score`` does (whitespace tokens, a fresh dictionary, no smoothing)."""
+    from fairseq.data import dictionary
+    from fairseq.scoring import bleu
+
+    vocab = dictionary.Dictionary()
+    scorer = bleu.Scorer(bleu.BleuConfig(pad=vocab.pad(), eos=vocab.eos(), unk=vocab.unk()))
+    for hyp, ref in zip(hypotheses, references):
+        scorer.add(vocab.encode_line(ref), vocab.encode_line(hyp))
+    return scorer.score(order)
+
+
+def tokenized_bleu(hypotheses, references, lang):
+    """The tokenized BLEU the papers report; returns ``(score, description)``."""
+    from sacremoses import MosesTokenizer
+
+    tokenizer = MosesTokenizer(lang=lang)
+    hyps = [paper_tokenize(h, lang, tokenizer) for h in hypotheses]
+    refs = [paper_tokenize(r, lang, tokenizer) for r in references]
+    how = TOKENIZED_BLEU.format(split=", one ##AT## compound-splitting pass" if lang == "de" else "")
+    return fairseq_bleu(hyps, refs), how
+
+
+def evaluate(run_dir, data_dir=None, avg_last=None, beam=None, lenpen=None, subset="test",
+             max_tokens=8000, cpu=None, generate_args=(), log=print, avg_epochs=None):  # fmt: skip
     run_dir = Path(run_dir)
     info_path = run_dir / "run.json"
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
@@ -149,7 +191,19 @@ def evaluate(run_dir, data_dir=None, avg_last=10, beam=None, lenpen=None, subset
     beam = beam or default_beam
     lenpen = default_lenpen if lenpen is None else lenpen
 
-    checkpoints = epoch_checkpoints(run_dir)[-avg_last:] if avg_last > 0 else []
+    if avg_epochs is None and avg_last is None:
+        avg_epochs = info.get("avg_epochs")  # the window the train step kept
+        if avg_epochs and not (run_dir / f"checkpoint{avg_epochs.split('-')[1]}.pt").exists():
+            if not list(run_dir.glob("checkpoint[0-9]*.pt")):
+                avg_epochs = None  # a run saved by updates only: fall back to the last ones
+    if avg_epochs is not None:
+        from admin_fairseq.recipes.train import parse_window
+
+        window = parse_window(avg_epochs) if isinstance(avg_epochs, str) else tuple(avg_epochs)
+        checkpoints = window_checkpoints(run_dir, window)
+    else:
+        avg_last = 10 if avg_last is None else avg_last
+        checkpoints = epoch_checkpoints(run_dir)[-avg_last:] if avg_last > 0 else []
     if not checkpoints:
         last = run_dir / "checkpoint_last.pt"
         if not last.exists():
@@ -186,20 +240,24 @@ def evaluate(run_dir, data_dir=None, avg_last=10, beam=None, lenpen=None, subset
         "subset": subset, "src": src, "tgt": tgt, **scores,
         "tokenized_bleu": tok_bleu, "tokenized_bleu_method": tok_how,
         "beam": beam, "lenpen": lenpen, "checkpoints": [p.name for p in checkpoints],
+        "averaging": f"epochs {avg_epochs}" if avg_epochs else f"last {len(checkpoints)} on disk",
         "generate_command": shlex.join(command),
     }  # fmt: skip
     (out_dir / f"{subset}.json").write_text(json.dumps(record, indent=2) + "\n")
     log(f"[eval] {run_dir.name}: sacreBLEU {scores['bleu']:.2f} ({scores['bleu_signature']}), "
-        f"chrF {scores['chrf']:.1f}, tokenized BLEU {tok_bleu:.2f} ({tok_how})")  # fmt: skip
+        f"chrF {scores['chrf']:.1f}; {tok_how}: {tok_bleu:.2f}")  # fmt: skip
     return record
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
                                      usage="%(prog)s --run DIR [options] [-- fairseq-generate flags]")
     parser.add_argument("--run", required=True, help="run folder written by the training step")
     parser.add_argument("--data", help="data folder (default: the one in {run}/run.json)")
-    parser.add_argument("--avg-last", type=int, default=10, help="epoch checkpoints to average (10)")
+    parser.add_argument("--avg-epochs", help="FIRST-LAST: average these epoch checkpoints "
+                        "(default: the window in the run's run.json, the published one)")
+    parser.add_argument("--avg-last", type=int, help="average the last N checkpoints on disk "
+                        "instead (epoch checkpoints, else update checkpoints)")
     parser.add_argument("--beam", type=int, help="default: 4 for En-De, 5 for En-Fr, else 5")
     parser.add_argument("--lenpen", type=float, help="default: 0.6 for En-De, 0.8 for En-Fr, else 1")
     parser.add_argument("--subset", default="test")
@@ -212,8 +270,10 @@ def main(argv=None):
         argv, extra = argv[:cut], argv[cut + 1:]
     args = parser.parse_args(argv)
     try:
+        if args.avg_epochs and args.avg_last is not None:
+            raise RecipeError("--avg-epochs and --avg-last choose the checkpoints two ways; give one")
         evaluate(args.run, args.data, args.avg_last, args.beam, args.lenpen, args.subset,
-                 args.max_tokens, args.cpu, extra)  # fmt: skip
+                 args.max_tokens, args.cpu, extra, avg_epochs=args.avg_epochs)  # fmt: skip
     except (RecipeError, ValueError) as err:
         print(f"evaluate: error: {err}", file=sys.stderr)
         return 2

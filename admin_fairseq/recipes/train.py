@@ -4,12 +4,19 @@
         --depth 18-18 --batch 8x4096 [--dry-run] [-- extra fairseq-train flags]
 
 The batch setting ``AxB`` means A x B tokens per update (``8x4096`` = 32,768, ``128x4096`` =
-524,288). The GPUs are detected (or given with ``--gpus``); ``--update-freq`` is computed so
-that nodes x GPUs x max-tokens x update-freq equals the setting exactly, and the arithmetic is
-printed. ``8x4096`` and ``128x4096`` use the published hyper-parameters (REFERENCE.md section
-1); other settings (e.g. ``1x2048`` for a CPU) must name a ``--recipe``. Several nodes run
-through ``torchrun``. fairseq resumes from ``checkpoint_last.pt`` when the same command is run
-again. Flags after ``--`` go to ``fairseq-train`` last, so they override ours.
+524,288). The published settings (``8x4096``, ``128x4096``, and Transformer-Clinic's
+WMT'14 En-Fr ``80x8000`` and ``256x5000``) bring their published hyper-parameters, listed
+setting by setting with their sources in docs/published-settings.md; other settings (e.g.
+``1x2048`` for a CPU) must name a ``--recipe``. The GPUs are detected (or given with
+``--gpus``); ``--update-freq`` is computed so that nodes x GPUs x max-tokens x update-freq
+equals the setting exactly, and the arithmetic is printed.
+
+Every worker is started by ``python -m admin_fairseq.launch`` with its rank, world size,
+init method and device given explicitly: one process directly, one node with several GPUs
+through ``torchrun --standalone``, several nodes through ``torchrun`` (``--nodes``,
+``--node-rank``, ``--master-addr``), or a Slurm allocation through ``srun`` (``--slurm``).
+fairseq resumes from ``checkpoint_last.pt`` when the same command is run again. Flags after
+``--`` go to ``fairseq-train`` last, so they override ours.
 """
 
 import argparse
@@ -22,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+from admin_fairseq.launch import flag_value
 from admin_fairseq.recipes import RecipeError
 from admin_fairseq.recipes.prepare import check_prepared
 
@@ -48,29 +56,52 @@ SIZES = {
                                   "--encoder-attention-heads", "4", "--decoder-attention-heads", "4"]),
 }  # fmt: skip
 
-#: Published recipes (REFERENCE.md section 1). ``max_tokens`` is the per-GPU batch the
-#: published runs used for that setting.
+ADAM = ["--optimizer", "adam", "--adam-betas", "(0.9, 0.98)"]
+RADAM = ["--optimizer", "radam", "--adam-betas", "(0.9, 0.98)"]
+ADMIN_TORCH_FP16 = ["--memory-efficient-fp16", "--fp16-scale-window", "256", "--threshold-loss-scale", "0.0625"]
+CLINIC_FP16 = ["--fp16", "--fp16-scale-window", "256", "--threshold-loss-scale", "0.03125"]
+
+#: The published hyper-parameter sets, each with its source; docs/published-settings.md has
+#: them setting by setting, and a test keeps that page equal to what the dry run prints.
+#: ``window`` is the published checkpoint-averaging window (first and last epoch): training
+#: stops at its last epoch and keeps exactly its epochs.
 RECIPES = {
-    "regular": {  # "8x4096": 8 GPUs x 4096 tokens x update-freq 1
-        "lr": "1e-3", "warmup": "8000", "weight_decay": "0.0", "dropout": "0.1",
-        "max_tokens": 4096, "stop": ["--max-epoch", "50"],
+    "regular": {  # admin-torch example/train_wmt_en-de.sh and eval_wmt_en-de.sh ("8x4096")
+        "optimizer": ADAM, "lr": "1e-3", "warmup": "8000", "weight_decay": "0.0",
+        "dropout": "0.1", "attention_dropout": "0.1", "activation_dropout": "0.1",
+        "stop": [], "window": (36, 45), "fp16": ADMIN_TORCH_FP16, "seed": 1111,
     },
-    "huge": {  # "128x4096": 8 GPUs x 2048 tokens x update-freq 32, 100k updates
-        "lr": "1.5e-3", "warmup": "4000", "weight_decay": "1e-4", "dropout": "0.4",
-        "max_tokens": 2048, "stop": ["--max-update", "100000"],
+    "huge": {  # admin-torch example/train_wmt_en-de_huge_batch.sh ("128x4096")
+        "optimizer": ADAM, "lr": "1.5e-3", "warmup": "4000", "weight_decay": "1e-4",
+        "dropout": "0.4", "attention_dropout": "0.0", "activation_dropout": "0.0",
+        "stop": ["--max-update", "100000"], "window": (36, 45), "fp16": ADMIN_TORCH_FP16,
+        "seed": 1111,
+    },
+    "clinic": {  # Transformer-Clinic nmt-experiments/wmt14_en-fr.md and eval_wmt_en-fr.sh
+        "optimizer": RADAM, "lr": "7e-4", "warmup": "8000", "weight_decay": "0.0",
+        "dropout": "0.1", "attention_dropout": "0.1", "activation_dropout": "0.1",
+        "stop": [], "window": (41, 50), "fp16": CLINIC_FP16, "seed": 1111,
     },
 }  # fmt: skip
-BIG_HUGE_LR = "7e-4"  # the big model at 128x4096 (16 GPUs x 2048 x 16)
-PUBLISHED_BATCHES = {"8x4096": "regular", "128x4096": "huge"}
+BIG_HUGE_LR = "7e-4"  # the big model at 128x4096 (admin-torch train_big_wmt_en-de_huge_batch.sh)
+#: published batch -> (recipe, per-GPU max-tokens of the published runs)
+PUBLISHED_BATCHES = {
+    "8x4096": ("regular", 4096),  # 8 GPUs x 4096 x 1
+    "128x4096": ("huge", 2048),  # 8 GPUs x 2048 x 32
+    "80x8000": ("clinic", 8000),  # WMT'14 En-Fr 6L: 8 GPUs x 8000 x 10
+    "256x5000": ("clinic", 5000),  # WMT'14 En-Fr 60L-12L: 16 GPUs x 5000 x 16
+}
 
 COMMON = [
-    "--share-all-embeddings",
-    "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--clip-norm", "0.0",
+    "--share-all-embeddings", "--clip-norm", "0.0",
     "--lr-scheduler", "inverse_sqrt", "--warmup-init-lr", "1e-07",
     "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
-    "--attention-dropout", "0.1", "--activation-dropout", "0.1",
 ]  # fmt: skip
-FP16 = ["--memory-efficient-fp16", "--fp16-scale-window", "256", "--threshold-loss-scale", "0.0625"]
+#: --precision -> flags; "recipe" is the recipe's own fp16 flags
+PRECISIONS = {"recipe": None, "fp32": [], "amp": ["--amp"], "bf16": ["--bf16"]}
+#: bytes per parameter of a checkpoint: the weights in the model's dtype plus Adam/RAdam's
+#: two fp32 moments (fairseq keeps them in fp32 under every precision)
+OPTIMIZER_STATE_BYTES = 8
 
 
 def parse_depth(depth):
@@ -122,6 +153,17 @@ def update_freq(batch, workers, max_tokens):
     )
 
 
+def parse_window(text):
+    """``"36-45"`` -> ``(36, 45)``: the epochs whose checkpoints are averaged."""
+    try:
+        first, last = (int(part) for part in str(text).split("-"))
+    except ValueError:
+        raise RecipeError(f"--avg-epochs must be FIRST-LAST epochs, e.g. 36-45; got {text!r}") from None
+    if not 1 <= first <= last:
+        raise RecipeError(f"--avg-epochs needs 1 <= FIRST <= LAST; got {text!r}")
+    return first, last
+
+
 def detect_gpus():
     try:
         import torch
@@ -135,8 +177,28 @@ def _which(name):
     return str(exe) if exe.exists() else (shutil.which(name) or name)
 
 
-def build(args):
+def slurm_layout(env):
+    """``(nodes, tasks per node)`` of the Slurm allocation this runs in."""
+    try:
+        nodes = int(env.get("SLURM_JOB_NUM_NODES") or env["SLURM_NNODES"])
+        per_node = env.get("SLURM_NTASKS_PER_NODE")
+        per_node = int(per_node.split("(")[0]) if per_node else int(env["SLURM_NTASKS"]) // nodes
+    except (KeyError, ValueError):
+        raise RecipeError(
+            "--slurm: SLURM_JOB_NUM_NODES and SLURM_NTASKS_PER_NODE (or SLURM_NTASKS) are not "
+            "set; run the train step inside an allocation (recipes/slurm/train.sbatch), or give "
+            "--nodes and --gpus with --dry-run to print the commands"
+        ) from None
+    return nodes, per_node
+
+
+def _launch(kind, extra=()):
+    return [sys.executable, "-m", "admin_fairseq.launch", "--launcher", kind, *extra, "--"]
+
+
+def build(args, env=None):
     """Return ``(commands, info)``: the command line(s) to run and what was decided."""
+    env = os.environ if env is None else env
     data_bin = Path(args.data) / "bin"
     enc, dec = parse_depth(args.depth)
     parse_batch(args.batch)
@@ -144,7 +206,8 @@ def build(args):
         raise RecipeError(f"unknown --method {args.method!r}; choose from {', '.join(METHODS)}")
     if args.size not in SIZES:
         raise RecipeError(f"unknown --size {args.size!r}; choose from {', '.join(SIZES)}")
-    recipe_name = args.recipe or PUBLISHED_BATCHES.get(args.batch)
+    published = PUBLISHED_BATCHES.get(args.batch)
+    recipe_name = args.recipe or (published[0] if published else None)
     if recipe_name is None:
         raise RecipeError(
             f"--batch {args.batch} is not a published setting ({', '.join(PUBLISHED_BATCHES)}); "
@@ -153,101 +216,232 @@ def build(args):
     if recipe_name not in RECIPES:
         raise RecipeError(f"unknown --recipe {recipe_name!r}; choose from {', '.join(RECIPES)}")
     recipe = RECIPES[recipe_name]
+    if args.precision not in (None, *PRECISIONS):
+        raise RecipeError(f"unknown --precision {args.precision!r}; choose from {', '.join(PRECISIONS)}")
     # Published settings use the published per-GPU batch; for another AxB, B is the per-worker batch.
-    published = args.batch in PUBLISHED_BATCHES and recipe_name == PUBLISHED_BATCHES[args.batch]
-    max_tokens = args.max_tokens or (recipe["max_tokens"] if published else parse_batch(args.batch)[1])
+    is_published = published is not None and recipe_name == published[0]
+    max_tokens = args.max_tokens or (published[1] if is_published else parse_batch(args.batch)[1])
 
+    # --- workers: where they run and how many
+    nodes, node_rank = args.nodes, args.node_rank
+    in_allocation = any(k in env for k in ("SLURM_JOB_NUM_NODES", "SLURM_NNODES"))
+    if args.slurm and (in_allocation or not args.dry_run):
+        nodes, per_node = slurm_layout(env)
+        if args.cpu:
+            args.cpu_workers = per_node
+        elif args.gpus is not None and args.gpus != per_node:
+            raise RecipeError(f"--gpus {args.gpus} but the Slurm job has {per_node} task(s) per "
+                              "node (SLURM_NTASKS_PER_NODE); one task drives one GPU")  # fmt: skip
+        else:
+            args.gpus = per_node
     if args.cpu:
-        if args.nodes > 1:
-            raise RecipeError("--cpu runs on one machine; drop --nodes")
-        gpus = 0
-        workers = 1
+        per_node = args.cpu_workers
     else:
-        gpus = args.gpus if args.gpus is not None else detect_gpus()
-        if gpus < 1:
+        per_node = args.gpus if args.gpus is not None else detect_gpus()
+        if per_node < 1:
             raise RecipeError(
                 "no GPU found (torch.cuda.device_count() is 0). Pass --gpus N to print the "
                 "commands for N GPUs with --dry-run, or --cpu for a small CPU run"
             )
-        workers = gpus * args.nodes
+    if per_node < 1:
+        raise RecipeError(f"--cpu-workers must be >= 1; got {per_node}")
+    if nodes > 1 and not args.slurm and not args.master_addr:
+        raise RecipeError(
+            f"--nodes {nodes} needs --master-addr (or MASTER_ADDR): the address of the node "
+            "with --node-rank 0, which every node must reach; 127.0.0.1 would make each node "
+            "wait for itself"
+        )
+    workers = per_node * nodes
     freq = update_freq(args.batch, workers, max_tokens)
     a, b = parse_batch(args.batch)
-    who = "1 CPU process" if args.cpu else f"{args.nodes} node(s) x {gpus} GPU(s)"
+    unit = "CPU process(es)" if args.cpu else "GPU(s)"
     arithmetic = (
-        f"{args.batch} = {a * b:,} tokens per update = {who} x --max-tokens {max_tokens} "
-        f"x --update-freq {freq}"
+        f"{args.batch} = {a * b:,} tokens per update = {nodes} node(s) x {per_node} {unit} "
+        f"x --max-tokens {max_tokens} x --update-freq {freq}"
     )
+
+    # --- precision
+    precision = args.precision or ("fp32" if args.cpu else "recipe")
+    precision_flags = recipe["fp16"] if precision == "recipe" else PRECISIONS[precision]
+
+    # --- averaging window: training stops at its last epoch and keeps exactly its epochs
+    window = parse_window(args.avg_epochs) if args.avg_epochs else recipe["window"]
+    stop = ["--max-epoch", str(window[1]), *recipe["stop"]]
+    keep = ["--keep-last-epochs", str(window[1] - window[0] + 1)]
 
     arch, size_flags = SIZES[args.size]
     lr = recipe["lr"]
     if recipe_name == "huge" and args.size == "big":
         lr = BIG_HUGE_LR
+    seed = args.seed if args.seed is not None else recipe["seed"]
     save_dir = Path(args.save_dir or Path("runs") / Path(args.data).name /
                     f"{args.method}-{enc}-{dec}-{args.batch}")  # fmt: skip
+    method_flags = list(METHODS[args.method])
+    profile = None
+    if args.method == "admin-profiled" and "--fp16" in precision_flags:
+        # fairseq's FP16Optimizer keeps fp32 master weights made before the first batch, so
+        # the profile cannot be taken inside the training run: as in Transformer-Clinic, a
+        # profiling run on one worker writes it, and the training run reads it.
+        profile = save_dir / "admin_profile.json"
+        method_flags = ["--admin-init", "--admin-profile-from", str(profile)]
     flags = [
         str(data_bin), "--user-dir", str(Path(__file__).resolve().parents[1]),
         "--arch", arch, *size_flags, "--encoder-layers", str(enc), "--decoder-layers", str(dec),
-        *METHODS[args.method], *COMMON,
+        *method_flags, *COMMON, *recipe["optimizer"],
         "--lr", lr, "--warmup-updates", recipe["warmup"], "--weight-decay", recipe["weight_decay"],
-        "--dropout", recipe["dropout"], "--max-tokens", str(max_tokens), "--update-freq", str(freq),
-        *recipe["stop"], "--save-dir", str(save_dir), "--keep-last-epochs", "10",
-        "--log-format", "json", "--log-interval", str(args.log_interval), "--seed", str(args.seed),
+        "--dropout", recipe["dropout"], "--attention-dropout", recipe["attention_dropout"],
+        "--activation-dropout", recipe["activation_dropout"],
+        "--max-tokens", str(max_tokens), "--update-freq", str(freq), *stop,
+        "--save-dir", str(save_dir), *keep,
+        "--log-format", "json", "--log-interval", str(args.log_interval), "--seed", str(seed),
+        *precision_flags,
     ]  # fmt: skip
-    flags += ["--cpu"] if args.cpu else FP16
-    if workers > 1:
-        flags += ["--distributed-world-size", str(workers)]
+    if args.cpu:
+        flags += ["--cpu"]
+        if workers > 1:  # fairseq's default DDP wrapper asks for a CUDA device
+            flags += ["--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp"]
+    flags += ["--distributed-world-size", str(workers)]
     flags += list(args.extra)  # last, so that they override ours
-    train = _which("fairseq-train")
-    if args.cpu or args.nodes == 1:
-        commands = [[train, *flags]]
+
+    if args.slurm:
+        launcher = ["srun", "--nodes", str(nodes), "--ntasks-per-node", str(per_node),
+                    "--kill-on-bad-exit=1", *_launch("slurm", ["--master-port", str(args.master_port)])]  # fmt: skip
+    elif workers == 1:
+        launcher = _launch("none")
+    elif nodes == 1:
+        launcher = [_which("torchrun"), "--standalone", "--nproc-per-node", str(per_node),
+                    "-m", *_launch("torchrun")[2:]]  # fmt: skip
     else:
-        # torchrun sets MASTER_ADDR/MASTER_PORT/WORLD_SIZE/RANK; fairseq then initialises with
-        # env:// and takes its rank from RANK and its GPU from RANK % GPUs per node.
-        commands = [[
-            _which("torchrun"), "--nnodes", str(args.nodes), "--node-rank", str(args.node_rank),
-            "--nproc-per-node", str(gpus), "--master-addr", args.master_addr,
-            "--master-port", str(args.master_port), train, *flags,
-        ]]  # fmt: skip
+        launcher = [
+            _which("torchrun"), "--nnodes", str(nodes), "--node-rank", str(node_rank),
+            "--nproc-per-node", str(per_node), "--master-addr", args.master_addr,
+            "--master-port", str(args.master_port), "-m", *_launch("torchrun")[2:],
+        ]  # fmt: skip
+    commands = [[*launcher, *flags]]
+    if profile is not None:
+        # one worker, the same flags otherwise: profiles the first batch and stops
+        single = [("--admin-profile-to" if f == "--admin-profile-from" else f) for f in flags]
+        at = len(single) - 1 - single[::-1].index("--distributed-world-size")
+        single[at + 1] = "1"
+        commands.insert(0, [*_launch("none"), *single])
     info = {
         "method": args.method, "encoder_layers": enc, "decoder_layers": dec,
         "batch": args.batch, "recipe": recipe_name, "size": args.size, "arch": arch,
-        "workers": workers, "nodes": args.nodes, "gpus_per_node": gpus, "cpu": args.cpu,
-        "max_tokens": max_tokens, "update_freq": freq, "arithmetic": arithmetic,
-        "data": str(args.data), "save_dir": str(save_dir), "seed": args.seed,
-        "command": shlex.join(commands[0]),
+        "workers": workers, "nodes": nodes, "node_rank": node_rank, "per_node": per_node,
+        "cpu": args.cpu, "precision": precision, "max_tokens": max_tokens, "update_freq": freq,
+        "arithmetic": arithmetic, "avg_epochs": f"{window[0]}-{window[1]}",
+        "data": str(args.data), "save_dir": str(save_dir), "seed": seed,
+        "fairseq_flags": flags, "command": shlex.join(commands[-1]),
+        "profile_command": shlex.join(commands[0]) if profile is not None else None,
     }  # fmt: skip
     return commands, info
 
 
+def rank_table(info):
+    """One line per node: which global ranks and devices it runs."""
+    per = info["per_node"]
+    device = "cpu" if info["cpu"] else "cuda"
+    lines = []
+    for node in range(info["nodes"]):
+        first, last = node * per, node * per + per - 1
+        devices = f"{device}:0-{per - 1}" if per > 1 else f"{device}:0"
+        lines.append(f"node {node}: ranks {first}-{last} ({devices})" if per > 1
+                     else f"node {node}: rank {first} ({devices})")  # fmt: skip
+    return lines
+
+
+def checkpoint_bytes(info):
+    """Bytes of one checkpoint of the model this run builds: its parameters (built on the
+    meta device with the run's flags and the data's dictionary) times the bytes of the
+    weights in their training dtype plus Adam's two fp32 moments. ``None`` when the data
+    folder has no dictionary yet."""
+    flags = info["fairseq_flags"]
+    if not (Path(flags[0]) / f"dict.{_src_lang(flags[0])}.txt").exists():
+        return None, None
+    import torch
+
+    from admin_fairseq.build import build_from_flags
+
+    build_flags = [f for f in flags[1:]]
+    for drop in ("--admin-profile-from", "--admin-profile-to"):
+        if drop in build_flags:  # the profile file may not exist yet; it changes no shape
+            i = build_flags.index(drop)
+            build_flags[i:i + 2] = ["--admin-profile"]
+    with torch.device("meta"):
+        model, _, _ = build_from_flags(flags[0], build_flags)
+    params = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
+    half = any(f in flags for f in ("--memory-efficient-fp16", "--fp16", "--bf16", "--memory-efficient-bf16"))
+    return params, params * ((2 if half else 4) + OPTIMIZER_STATE_BYTES)
+
+
+def _src_lang(data_bin):
+    found = sorted(Path(data_bin).glob("dict.*.txt"))
+    return found[0].name.split(".")[1] if found else "src"
+
+
+def kept_checkpoints(flags):
+    """How many full checkpoints the run keeps at once, read from its final flags."""
+    if "--no-save" in flags:
+        return 0
+    epochs = 0 if "--no-epoch-checkpoints" in flags else int(flag_value(flags, "--keep-last-epochs", -1))
+    if epochs < 0:  # fairseq's default: keep every epoch checkpoint
+        epochs = int(flag_value(flags, "--max-epoch", 0)) or 100
+    updates = 0
+    if int(flag_value(flags, "--save-interval-updates", 0)) > 0:
+        updates = int(flag_value(flags, "--keep-interval-updates", -1))
+        if updates < 0:
+            updates = int(flag_value(flags, "--max-update", 0)) // int(flag_value(flags, "--save-interval-updates"))
+    return epochs + updates + 2  # + checkpoint_last.pt and checkpoint_best.pt
+
+
+def _free_bytes(path):
+    path = Path(path).resolve()
+    while not path.exists():
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def check_disk(info, log=print):
+    """Print the size of one checkpoint, of all the run keeps, and the free space of the save
+    dir's disk; raise RecipeError when they cannot fit."""
+    params, one = checkpoint_bytes(info)
+    if one is None:
+        log("[train] checkpoint size: unknown until the data is prepared (needs its dictionary)")
+        return None
+    count = kept_checkpoints(info["fairseq_flags"])
+    need, free = one * count, _free_bytes(info["save_dir"])
+    gb = 1e9
+    log(f"[train] {params:,} parameters: one checkpoint about {one / gb:.2f} GB; the run keeps "
+        f"{count} ({need / gb:.2f} GB); free on the save dir's disk: {free / gb:.2f} GB")
+    if need > free:
+        raise RecipeError(
+            f"the run keeps {count} checkpoints of about {one / gb:.2f} GB ({need / gb:.2f} GB) but "
+            f"{info['save_dir']} has {free / gb:.2f} GB free; free space, choose another "
+            "--save-dir, or keep fewer after -- (e.g. --keep-last-epochs N, which narrows the "
+            "averaging window, or --no-epoch-checkpoints)"
+        )
+    return {"parameters": params, "checkpoint_bytes": one, "kept": count, "free_bytes": free}
+
+
 def finished_before(info):
-    """True when ``{save_dir}/run.json`` records that this very command ran to the end.
+    """True when ``{save_dir}/run.json`` records that this very training ran to the end.
 
     Running a finished fairseq command again is not a no-op: fairseq resumes from
     ``checkpoint_last.pt``, performs one more update and only then notices --max-update, so
-    the recipes skip such runs instead.
+    the recipes skip such runs instead. The fairseq flags are compared (not the launcher
+    line, which differs from node to node).
     """
     record = Path(info["save_dir"]) / "run.json"
     if not record.exists():
         return False
     previous = json.loads(record.read_text())
-    return previous.get("status") == "finished" and previous.get("command") == info["command"]
+    return previous.get("status") == "finished" and previous.get("fairseq_flags") == info["fairseq_flags"]
 
 
-def run(commands, info, log=print, on_line=None):
-    """Run the training command, teeing its output to ``{save_dir}/train.log``; return the
-    exit code. ``run.json`` records the decisions, the command and the outcome."""
-    save_dir = Path(info["save_dir"])
-    save_dir.mkdir(parents=True, exist_ok=True)
-    record = save_dir / "run.json"
-    info = dict(info, started=time.strftime("%Y-%m-%d %H:%M:%S"), status="running")
-    record.write_text(json.dumps(info, indent=2) + "\n")
-    env = dict(os.environ)
-    if info["cpu"]:
-        env.setdefault("CUDA_VISIBLE_DEVICES", "")
-    start = time.time()
-    with open(save_dir / "train.log", "a", encoding="utf-8") as logfile:
-        logfile.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {info['command']}\n")
-        proc = subprocess.Popen(commands[0], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+def _tee(command, log_path, env, on_line, log):
+    with open(log_path, "a", encoding="utf-8") as logfile:
+        logfile.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(command)}\n")
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, env=env, bufsize=1)  # fmt: skip
         for line in proc.stdout:
             logfile.write(line)
@@ -256,10 +450,46 @@ def run(commands, info, log=print, on_line=None):
                 on_line(line)
             else:
                 log(line.rstrip("\n"))
-        code = proc.wait()
-    info.update(status="finished" if code == 0 else f"failed (exit {code})", exit_code=code,
-                seconds=round(time.time() - start, 1))  # fmt: skip
-    record.write_text(json.dumps(info, indent=2) + "\n")
+        return proc.wait()
+
+
+def run(commands, info, log=print, on_line=None):
+    """Run the training command(s), teeing the output; return the exit code.
+
+    The node with ``--node-rank 0`` writes ``run.json`` (decisions, command, outcome) and
+    ``train.log``; another node writes only ``logs/node{R}.log``. Ranks other than 0 write
+    their own ``logs/rank{R}.log`` (see :mod:`admin_fairseq.launch`)."""
+    save_dir = Path(info["save_dir"])
+    save_dir.mkdir(parents=True, exist_ok=True)
+    first_node = info.get("node_rank", 0) == 0
+    record = save_dir / "run.json"
+    info = dict(info, started=time.strftime("%Y-%m-%d %H:%M:%S"), status="running")
+    if first_node:
+        record.write_text(json.dumps(info, indent=2) + "\n")
+        log_path = save_dir / "train.log"
+    else:
+        (save_dir / "logs").mkdir(exist_ok=True)
+        log_path = save_dir / "logs" / f"node{info['node_rank']}.log"
+    env = dict(os.environ)
+    if info["cpu"]:
+        env.setdefault("CUDA_VISIBLE_DEVICES", "")
+    start = time.time()
+    code = 0
+    for command in commands:
+        if first_node or command is commands[-1]:  # the profiling run happens on node 0 only
+            if command is not commands[-1] and "--admin-profile-to" in command:
+                profile = Path(command[command.index("--admin-profile-to") + 1])
+                if profile.exists():
+                    log(f"[train] {profile} exists; not profiling again")
+                    continue
+                log(f"[train] profiling run (one worker, first batch): {shlex.join(command)}")
+            code = _tee(command, log_path, env, on_line, log)
+            if code != 0:
+                break
+    if first_node:
+        info.update(status="finished" if code == 0 else f"failed (exit {code})", exit_code=code,
+                    seconds=round(time.time() - start, 1))  # fmt: skip
+        record.write_text(json.dumps(info, indent=2) + "\n")
     return code
 
 
@@ -267,30 +497,41 @@ def make_parser():
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
         usage="%(prog)s --data DIR --method M --depth E-D --batch AxB [options] [-- fairseq flags]",
+        allow_abbrev=False,
     )  # fmt: skip
     env = os.environ.get
     parser.add_argument("--data", required=True, help="folder made by the prepare step")
     parser.add_argument("--method", required=True, help=f"one of {', '.join(METHODS)}")
     parser.add_argument("--depth", required=True, help="ENCODER-DECODER layers: 6-6, 18-18, 60-12, 100-100, ...")
-    parser.add_argument("--batch", required=True, help="AxB tokens per update: 8x4096 or 128x4096 "
-                        "(published), or any other with --recipe")  # fmt: skip
+    parser.add_argument("--batch", required=True, help="AxB tokens per update: "
+                        f"{', '.join(PUBLISHED_BATCHES)} (published), or any other with --recipe")  # fmt: skip
     parser.add_argument("--recipe", help=f"hyper-parameter set: {', '.join(RECIPES)} (default: the "
                         "published one of --batch)")  # fmt: skip
     parser.add_argument("--size", default="base", help=f"model width: {', '.join(SIZES)} (default base)")
-    parser.add_argument("--max-tokens", type=int, help="per-GPU tokens (default: 4096 at 8x4096, "
-                        "2048 at 128x4096, B for another AxB)")  # fmt: skip
+    parser.add_argument("--max-tokens", type=int, help="per-GPU tokens (default: the published "
+                        "runs' for a published --batch, B for another AxB)")  # fmt: skip
+    parser.add_argument("--avg-epochs", help="FIRST-LAST epochs the evaluation averages: training "
+                        "stops at LAST and keeps these epochs (default: the recipe's published "
+                        "window, 36-45 for regular/huge, 41-50 for clinic)")  # fmt: skip
+    parser.add_argument("--precision", help=f"{', '.join(PRECISIONS)} (default: recipe = the "
+                        "published fp16 flags on GPUs, fp32 with --cpu)")  # fmt: skip
     parser.add_argument("--gpus", type=int, help="GPUs per node (default: detected)")
+    parser.add_argument("--cpu-workers", type=int, default=1,
+                        help="with --cpu: processes per node (default 1; gloo)")
     parser.add_argument("--nodes", type=int, default=int(env("NNODES", 1)),
                         help="nodes (default $NNODES or 1); more than 1 runs torchrun")
     parser.add_argument("--node-rank", type=int, default=int(env("NODE_RANK", 0)),
                         help="this node's rank (default $NODE_RANK or 0)")
-    parser.add_argument("--master-addr", default=env("MASTER_ADDR", "127.0.0.1"),
-                        help="rank 0's address (default $MASTER_ADDR or 127.0.0.1)")
+    parser.add_argument("--master-addr", default=env("MASTER_ADDR"),
+                        help="address of the node with --node-rank 0 (default $MASTER_ADDR; "
+                        "required with --nodes > 1)")  # fmt: skip
     parser.add_argument("--master-port", type=int, default=int(env("MASTER_PORT", 29500)),
                         help="rank 0's port (default $MASTER_PORT or 29500)")
+    parser.add_argument("--slurm", action="store_true", help="start the workers with srun inside "
+                        "a Slurm allocation (nodes and tasks per node from the job)")  # fmt: skip
     parser.add_argument("--cpu", action="store_true", help="train on the CPU (small models only)")
     parser.add_argument("--save-dir", help="run folder (default runs/{data}/{method}-{E}-{D}-{batch})")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=int, help="default: the recipe's published seed (1111)")
     parser.add_argument("--log-interval", type=int, default=100)
     parser.add_argument("--dry-run", action="store_true", help="print the command and exit")
     parser.add_argument("--force", action="store_true", help="run even if run.json says this "
@@ -312,13 +553,19 @@ def main(argv=None):
             raise RecipeError(f"--node-rank must be in 0..{args.nodes - 1} for --nodes {args.nodes}")
         if args.cpu and args.gpus:
             raise RecipeError("--cpu and --gpus exclude each other")
+        if args.slurm and (args.nodes > 1 or args.node_rank) and not args.dry_run:
+            raise RecipeError("--slurm takes the nodes from the allocation; drop --nodes/--node-rank")
         commands, info = build(args)
         print(f"[train] {info['arithmetic']}")
+        if args.slurm or info["workers"] > 1:
+            for line in rank_table(info):
+                print(f"[train] {line}")
         if args.dry_run:
             for command in commands:
                 print(shlex.join(command))
             return 0
         check_prepared(args.data)
+        check_disk(info)
     except RecipeError as err:
         print(f"train: error: {err}", file=sys.stderr)
         return 2
@@ -327,7 +574,8 @@ def main(argv=None):
               "nothing to do. --force trains it again from its last checkpoint")  # fmt: skip
         return 0
     print(f"[train] {info['command']}")
-    print(f"[train] log: {Path(info['save_dir']) / 'train.log'}")
+    log_name = "train.log" if info["node_rank"] == 0 else f"logs/node{info['node_rank']}.log"
+    print(f"[train] log: {Path(info['save_dir']) / log_name}")
     return run(commands, info)
 
 
