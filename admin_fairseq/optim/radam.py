@@ -18,6 +18,7 @@ or fp32. ``--memory-efficient-fp16`` would keep its moments in fp16 and is refus
 fairseq for this optimizer (``supports_memory_efficient_fp16`` is False).
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, List
 
@@ -51,7 +52,7 @@ class FairseqRAdam(FairseqOptimizer):
     @property
     def optimizer_config(self):
         return {
-            "lr": self.cfg.lr[0] if isinstance(self.cfg.lr, (list, tuple)) else self.cfg.lr,
+            "lr": self.cfg.lr[0] if isinstance(self.cfg.lr, Sequence) else self.cfg.lr,
             "betas": _betas(self.cfg.adam_betas),
             "eps": self.cfg.adam_eps,
             "weight_decay": self.cfg.weight_decay,

@@ -99,9 +99,10 @@ COMMON = [
 ]  # fmt: skip
 #: --precision -> flags; "recipe" is the recipe's own fp16 flags
 PRECISIONS = {"recipe": None, "fp32": [], "amp": ["--amp"], "bf16": ["--bf16"]}
-#: bytes per parameter of a checkpoint: the weights in the model's dtype plus Adam/RAdam's
-#: two fp32 moments (fairseq keeps them in fp32 under every precision)
-OPTIMIZER_STATE_BYTES = 8
+#: bytes per parameter of a checkpoint: fairseq saves the weights in fp32 whatever the
+#: training precision (it moves half tensors to fp32 on saving), plus Adam/RAdam's two fp32
+#: moments
+CHECKPOINT_BYTES_PER_PARAMETER = 4 + 8
 
 
 def parse_depth(depth):
@@ -298,6 +299,8 @@ def build(args, env=None):
     ]  # fmt: skip
     if args.cpu:
         flags += ["--cpu"]
+        if "--fp16" in precision_flags:  # fairseq flattens fp32 master weights on a CUDA device
+            flags += ["--fp16-no-flatten-grads"]
         if workers > 1:  # fairseq's default DDP wrapper asks for a CUDA device
             flags += ["--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp"]
     flags += ["--distributed-world-size", str(workers)]
@@ -351,10 +354,10 @@ def rank_table(info):
 
 
 def checkpoint_bytes(info):
-    """Bytes of one checkpoint of the model this run builds: its parameters (built on the
-    meta device with the run's flags and the data's dictionary) times the bytes of the
-    weights in their training dtype plus Adam's two fp32 moments. ``None`` when the data
-    folder has no dictionary yet."""
+    """``(parameters, bytes)`` of one checkpoint of the model this run builds: its parameters
+    (built on the meta device with the run's flags and the data's dictionary) times
+    :data:`CHECKPOINT_BYTES_PER_PARAMETER`. ``(None, None)`` when the data folder has no
+    dictionary yet."""
     flags = info["fairseq_flags"]
     if not (Path(flags[0]) / f"dict.{_src_lang(flags[0])}.txt").exists():
         return None, None
@@ -362,16 +365,12 @@ def checkpoint_bytes(info):
 
     from admin_fairseq.build import build_from_flags
 
-    build_flags = [f for f in flags[1:]]
-    for drop in ("--admin-profile-from", "--admin-profile-to"):
-        if drop in build_flags:  # the profile file may not exist yet; it changes no shape
-            i = build_flags.index(drop)
-            build_flags[i:i + 2] = ["--admin-profile"]
+    # the profile file may not exist yet; writing one changes no shape and reads nothing
+    build_flags = [("--admin-profile-to" if f == "--admin-profile-from" else f) for f in flags[1:]]
     with torch.device("meta"):
         model, _, _ = build_from_flags(flags[0], build_flags)
     params = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
-    half = any(f in flags for f in ("--memory-efficient-fp16", "--fp16", "--bf16", "--memory-efficient-bf16"))
-    return params, params * ((2 if half else 4) + OPTIMIZER_STATE_BYTES)
+    return params, params * CHECKPOINT_BYTES_PER_PARAMETER
 
 
 def _src_lang(data_bin):
