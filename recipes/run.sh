@@ -12,11 +12,14 @@
 #   RUNS          where run folders go (default runs/$CORPUS); results go to $RUNS/comparison
 #   METHODS       post-ln pre-ln admin admin-scalar admin-profiled deepnet (default: post-ln pre-ln admin)
 #   DEPTHS        ENC-DEC depths (default: 6-6 18-18)
-#   BATCH         8x4096 or 128x4096 (published), or AxB with RECIPE=regular|huge
+#   BATCH         8x4096, 128x4096, 80x8000, 256x5000 (published), or AxB with RECIPE=regular|huge|clinic
+#   AVG_EPOCHS    FIRST-LAST epochs to average (default: the recipe's published window); the
+#                 train step stops at LAST and keeps these epochs, the evaluate step averages them
 #   PREPARE_ARGS  extra flags for the prepare step (e.g. "--raw-dir /data/wmt --offline")
 #   TRAIN_ARGS    extra flags for the train step (e.g. "--gpus 8 --nodes 2 --node-rank 0")
 #   FAIRSEQ_ARGS  extra fairseq-train flags, passed last
 #   EVAL_ARGS     extra flags for the evaluate step (e.g. "--avg-last 5")
+#   SLURM=1       start the training workers with srun (inside an allocation; see recipes/slurm)
 #   DRY_RUN=1     print the commands instead of running them
 #   PYTHON        interpreter (default: the repository's .venv, else python3)
 #
@@ -42,6 +45,8 @@ read -r -a train_args <<< "${TRAIN_ARGS:-}"
 read -r -a fairseq_args <<< "${FAIRSEQ_ARGS:-}"
 read -r -a eval_args <<< "${EVAL_ARGS:-}"
 if [ -n "${RECIPE:-}" ]; then train_args+=(--recipe "$RECIPE"); fi
+if [ -n "${AVG_EPOCHS:-}" ]; then train_args+=(--avg-epochs "$AVG_EPOCHS"); eval_args+=(--avg-epochs "$AVG_EPOCHS"); fi
+if [ "${SLURM:-0}" = 1 ]; then train_args+=(--slurm); fi
 
 say() { printf '[recipe] %s\n' "$*"; }
 die() { printf '[recipe] error: %s\n' "$*" >&2; exit 2; }

@@ -6,7 +6,7 @@ import pytest
 
 from admin_fairseq.core import OUTPUT_CHANGE_SCALES, calculate_init, canonical_scale
 
-# REFERENCE.md section 1, "Known values (O(logn) / O(1))".
+# Known values (O(logn) / O(1)) computed from the formulas of the Admin paper / admin-torch.
 PUBLISHED = {
     12: (2.0170, 3.4641),
     18: (2.3351, 4.2426),

@@ -228,7 +228,7 @@ def test_recipe_run_sh_dry_run_covers_every_combination(tmp_path):
     result = subprocess.run(["bash", str(REPO / "recipes/wmt17_en_de.sh")], capture_output=True,
                             text=True, env=env)  # fmt: skip
     assert result.returncode == 0, result.stderr
-    commands = [shlex.split(line) for line in result.stdout.splitlines() if "fairseq-train" in line]
+    commands = [shlex.split(line) for line in result.stdout.splitlines() if "admin_fairseq.launch" in line]
     assert len(commands) == len(train.METHODS) * len(PUBLISHED_DEPTHS)
     for cmd in commands:
         for flag, value in PUBLISHED["128x4096"].items():

@@ -64,7 +64,7 @@ def _corpus(name, url, src, tgt, src_file, tgt_file):
     return Corpus(name, url, {src: src_file, tgt: tgt_file})
 
 
-# The training corpora of REFERENCE.md section 1, as fairseq's WMT preparation scripts fetch them.
+# The training corpora of the WMT tasks, as fairseq's WMT preparation scripts fetch them.
 WMT = {
     "wmt14-en-fr": WmtTask(
         "en", "fr",
