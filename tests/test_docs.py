@@ -70,7 +70,7 @@ def test_ours_column_is_what_the_dry_run_prints(args, corpus, rows):
                 assert at, f"{setting}: {name} is not in the dry run"
                 assert flags[at[-1] + 1] == value, f"{setting}: {name} is {flags[at[-1] + 1]}, the page says {value}"
             checked += 1
-    assert checked >= 20
+    assert checked >= 10
 
 
 def test_nothing_cites_a_file_outside_the_repository():
