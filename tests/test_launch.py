@@ -1,0 +1,58 @@
+"""admin_fairseq.launch: every worker's rank, world size and init method come from the
+launcher's variables checked against the recipe's world size; contradictions are errors."""
+
+import subprocess
+import sys
+
+import pytest
+
+from admin_fairseq.launch import LaunchError, fairseq_argv, plan
+
+FLAGS = ["data/bin", "--arch", "transformer_admin", "--distributed-world-size", "16"]
+TORCHRUN = {"RANK": "9", "WORLD_SIZE": "16", "LOCAL_RANK": "1", "MASTER_ADDR": "h0", "MASTER_PORT": "29500"}
+
+
+def test_torchrun_worker_gets_explicit_flags():
+    worker = plan("torchrun", FLAGS, TORCHRUN)
+    assert worker == {"rank": 9, "world_size": 16, "local_rank": 1, "init_method": "env://"}
+    argv = fairseq_argv(FLAGS, worker)
+    assert argv[len(FLAGS):] == ["--distributed-rank", "9", "--distributed-init-method", "env://",
+                                 "--distributed-no-spawn", "--device-id", "1"]  # fmt: skip
+
+
+def test_torchrun_world_size_that_contradicts_the_recipe_is_named():
+    with pytest.raises(LaunchError, match=r"WORLD_SIZE=8 workers, but the recipe computed --distributed-world-size 16"):
+        plan("torchrun", FLAGS, dict(TORCHRUN, WORLD_SIZE="8"))
+    with pytest.raises(LaunchError, match="MASTER_ADDR is not set"):
+        plan("torchrun", FLAGS, {k: v for k, v in TORCHRUN.items() if k != "MASTER_ADDR"})
+
+
+def test_single_process_refuses_inherited_scheduler_variables():
+    one = ["data/bin", "--distributed-world-size", "1"]
+    assert plan("none", one, {"WORLD_SIZE": "1", "RANK": "0"})["init_method"] is None
+    with pytest.raises(LaunchError, match=r"the environment has WORLD_SIZE=4, RANK=2 .* unset them"):
+        plan("none", one, {"WORLD_SIZE": "4", "RANK": "2"})
+    with pytest.raises(LaunchError, match="--launcher none starts one process"):
+        plan("none", FLAGS, {})
+    assert fairseq_argv(one, plan("none", one, {})) == one
+
+
+def test_slurm_contradictions_are_named():
+    """(The Slurm success path expands the node list with scontrol, which needs a configured
+    Slurm: that belongs to a test against a real slurmctld.)"""
+    env = {"SLURM_PROCID": "3", "SLURM_NTASKS": "16", "SLURM_LOCALID": "3", "SLURM_JOB_NODELIST": "localhost"}
+    with pytest.raises(LaunchError, match="SLURM_NTASKS=8 tasks, but the recipe computed --distributed-world-size 16"):
+        plan("slurm", FLAGS, dict(env, SLURM_NTASKS="8"), master_port=1)
+    with pytest.raises(LaunchError, match=r"the environment has RANK=0 but Slurm says .*SLURM_PROCID=3"):
+        plan("slurm", FLAGS, dict(env, RANK="0"), master_port=1)
+    with pytest.raises(LaunchError, match="SLURM_PROCID is not set"):
+        plan("slurm", FLAGS, {k: v for k, v in env.items() if k != "SLURM_PROCID"}, master_port=1)
+    with pytest.raises(LaunchError, match="--launcher slurm needs --master-port"):
+        plan("slurm", FLAGS, env)
+
+
+def test_cli_exits_2_with_the_message():
+    result = subprocess.run([sys.executable, "-m", "admin_fairseq.launch", "--launcher", "torchrun",
+                             "--", *FLAGS], capture_output=True, text=True, env={"PATH": "/usr/bin"})  # fmt: skip
+    assert result.returncode == 2
+    assert "launch: error: --launcher torchrun, but RANK, WORLD_SIZE" in result.stderr
