@@ -38,8 +38,9 @@ def _proc(cmd, cwd=None):
     return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
-def _train(ctx, *flags, save="scratch"):
-    return _proc([cli_path("fairseq-train"), ctx["bin"], "--user-dir", USER_DIR, *TINY, *TRAIN,
+def _train(ctx, *flags, save="scratch", cpu=True):
+    train = TRAIN if cpu else [f for f in TRAIN if f != "--cpu"]
+    return _proc([cli_path("fairseq-train"), ctx["bin"], "--user-dir", USER_DIR, *TINY, *train,
                   "--save-dir", ctx["tmp"] / save, *flags], cwd=ctx["tmp"])  # fmt: skip
 
 
@@ -136,7 +137,7 @@ CASES = [
     Case("profile-under-fp16", "--admin-profile cannot profile under --fp16/--bf16",
          lambda c: _train(c, "--admin-init", "--admin-profile", "--fp16")),
     Case("fp16-without-gpu", "--fp16 need(s) a CUDA GPU, and torch sees none on this machine",
-         lambda c: _train(c, "--admin-init", "--fp16"), gpu_machine_differs=True),
+         lambda c: _train(c, "--admin-init", "--fp16", cpu=False), gpu_machine_differs=True),
     Case("profile-wrong-count", "has 3 encoder omegas, the model has 4 encoder sub-layers", _bad_profile),
     Case("omega-vector-wrong-size", "the checkpoint's omega has size 64 but this model's 32",
          lambda c: _resume_into(c, "vector", "--admin-init", "--admin-as-parameter",
