@@ -5,6 +5,7 @@ script, then compared with the original on real test sentences (teacher-forced
 log-probabilities) and through fairseq-generate, the export loaded *without* --user-dir.
 """
 
+import math
 import re
 import subprocess
 import sys
@@ -66,9 +67,53 @@ def _hypotheses(bible, path, cwd, plugin):
         "fairseq-generate", bible["bin"], *extra, "--path", path, "--gen-subset", "test",
         "--beam", "4", "--batch-size", "32", "--required-batch-size-multiple", "1", cwd=cwd,
     )  # fmt: skip
-    hyps = dict(re.findall(r"^H-(\d+)\t\S+\t(.*)$", result.stdout, flags=re.M))
+    hyps = {i: (float(score), text) for i, score, text in
+            re.findall(r"^H-(\d+)\t(\S+)\t(.*)$", result.stdout, flags=re.M)}  # fmt: skip
     assert len(hyps) == 100
     return hyps
+
+
+@torch.no_grad()
+def _teacher_forced_scores(path, pairs):
+    """fairseq-generate's score (mean log-probability per target token, eos included, in
+    base 2 as generate prints it) of each (test sentence id, hypothesis) pair under the
+    checkpoint at `path`."""
+    from admin_fairseq.export import _load
+
+    model, task = _load(path, None)
+    task.load_dataset("test")
+    dataset, tgt_dict = task.dataset("test"), task.target_dictionary
+    scores = []
+    for sample_id, text in pairs:
+        sample = dataset[int(sample_id)]
+        target = tgt_dict.encode_line(text, add_if_not_exist=False, append_eos=True).long()
+        assert tgt_dict.unk() not in target.tolist()
+        prev = torch.cat([target.new_tensor([tgt_dict.eos()]), target[:-1]])
+        logits = model(sample["source"][None], torch.tensor([len(sample["source"])]), prev[None])
+        lprobs = model.get_normalized_probs(logits, log_probs=True)[0].float()
+        scores.append(lprobs.gather(1, target[:, None]).mean().item() / math.log(2))
+    return scores
+
+
+def assert_same_translations(admin_path, plain_path, admin_hyps, plain_hyps, max_lines=3):
+    """The export translates as the Admin model does, line by line; a differing line is
+    accepted only where it is beam search, not the model, that differs: both models give
+    both hypotheses the same score (< 1e-4, their log-probabilities agree to < 1e-5), and
+    generate's own scores are those scores. Such a line is a near-tie in the beam's pruning
+    that the last bits of the arithmetic decide; only a few may occur."""
+    assert admin_hyps.keys() == plain_hyps.keys()
+    differing = sorted(i for i in admin_hyps if admin_hyps[i][1] != plain_hyps[i][1])
+    assert len(differing) <= max_lines, f"{len(differing)} of {len(admin_hyps)} lines differ"
+    if not differing:
+        return
+    pairs = [(i, hyps[i][1]) for i in differing for hyps in (admin_hyps, plain_hyps)]
+    under_admin = _teacher_forced_scores(admin_path, pairs)
+    under_plain = _teacher_forced_scores(plain_path, pairs)
+    for k, (i, _) in enumerate(pairs):
+        assert abs(under_admin[k] - under_plain[k]) < 1e-4, (i, under_admin[k], under_plain[k])
+    for k, i in enumerate(differing):
+        assert abs(under_admin[2 * k] - admin_hyps[i][0]) < 1e-4
+        assert abs(under_plain[2 * k + 1] - plain_hyps[i][0]) < 1e-4
 
 
 @pytest.mark.slow
@@ -94,10 +139,14 @@ def test_export_matches_the_admin_model(bible, tmp_path, case):
     reported = float(re.search(r"= (\S+) over", result.stdout).group(1))
     assert reported < (1e-5 if exact else 1e-4)
 
-    # plain fairseq-generate (no plugin) translates exactly as the Admin model does
-    assert _hypotheses(bible, plain, tmp_path, plugin=False) == _hypotheses(
-        bible, ckpt, tmp_path, plugin=True
-    )
+    # plain fairseq-generate (no plugin) translates as the Admin model does; these barely
+    # trained models write repetitive output up to the length limit, where beam search meets
+    # near-ties now and then
+    assert_same_translations(
+        ckpt, plain,
+        _hypotheses(bible, ckpt, tmp_path, plugin=True),
+        _hypotheses(bible, plain, tmp_path, plugin=False),
+    )  # fmt: skip
 
 
 @pytest.mark.slow
