@@ -35,9 +35,10 @@ def _import_fairseq_quietly():
     except ImportError:  # the core does not need fairseq
         return False
     else:
-        from admin_fairseq import checkpoint_compat, models, optim  # noqa: F401  (registers them)
+        from admin_fairseq import checkpoint_compat, cpu_compat, models, optim  # noqa: F401
 
         checkpoint_compat.allow_fairseq_checkpoints()
+        cpu_compat.allow_overflow_recovery_on_cpu()
         checkpoint_compat.explain_unreadable_checkpoints()
         return True
     finally:

@@ -97,8 +97,9 @@ COMMON = [
     "--lr-scheduler", "inverse_sqrt", "--warmup-init-lr", "1e-07",
     "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
 ]  # fmt: skip
-#: --precision -> flags; "recipe" is the recipe's own fp16 flags
-PRECISIONS = {"recipe": None, "fp32": [], "amp": ["--amp"], "bf16": ["--bf16"]}
+#: --precision -> flags; "recipe" is the recipe's own fp16 flags. There is no bf16: in
+#: fairseq 0.12, --bf16 implies --tpu (it needs torch_xla and an XLA device, on a GPU too).
+PRECISIONS = {"recipe": None, "fp32": [], "amp": ["--amp"]}
 #: bytes per parameter of a checkpoint: fairseq saves the weights in fp32 whatever the
 #: training precision (it moves half tensors to fp32 on saving), plus Adam/RAdam's two fp32
 #: moments
@@ -217,6 +218,11 @@ def build(args, env=None):
     if recipe_name not in RECIPES:
         raise RecipeError(f"unknown --recipe {recipe_name!r}; choose from {', '.join(RECIPES)}")
     recipe = RECIPES[recipe_name]
+    if args.precision == "bf16":
+        raise RecipeError(
+            "--precision bf16 is not offered: fairseq 0.12's --bf16 implies --tpu (it runs on "
+            f"an XLA device through torch_xla, not on a GPU); choose from {', '.join(PRECISIONS)}"
+        )
     if args.precision not in (None, *PRECISIONS):
         raise RecipeError(f"unknown --precision {args.precision!r}; choose from {', '.join(PRECISIONS)}")
     # Published settings use the published per-GPU batch; for another AxB, B is the per-worker batch.
