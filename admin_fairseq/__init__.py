@@ -38,6 +38,7 @@ def _import_fairseq_quietly():
         from admin_fairseq import checkpoint_compat, cpu_compat, models, optim  # noqa: F401
 
         checkpoint_compat.allow_fairseq_checkpoints()
+        checkpoint_compat.allow_resuming_on_several_workers()
         cpu_compat.allow_overflow_recovery_on_cpu()
         checkpoint_compat.explain_unreadable_checkpoints()
         return True

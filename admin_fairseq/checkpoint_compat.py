@@ -103,3 +103,40 @@ def explain_unreadable_checkpoints():
 
     load_checkpoint_to_cpu._admin_fairseq_explains_errors = True
     checkpoint_utils.load_checkpoint_to_cpu = load_checkpoint_to_cpu
+
+
+def _receive_broadcast_object(obj, src_rank, group, dist_device):
+    """fairseq's object broadcast (length, then the ``torch.save`` bytes), with the receiving
+    ranks unpickling what rank ``src_rank`` of this same job serialised.
+
+    fairseq resumes a run with several workers by loading ``checkpoint_last.pt`` on rank 0
+    and broadcasting the loaded state, whose ``cfg`` is by then an omegaconf ``DictConfig``
+    and which carries fairseq's tensor placeholders. Under torch >= 2.6 the other ranks'
+    ``torch.load`` (``weights_only`` by default) refuses those classes, so every multi-GPU
+    or multi-node run fails when it resumes. The bytes come from a peer of this process
+    group, not from a file: rank 0 read the file itself under the allowlist above.
+    """
+    import io
+
+    from fairseq.distributed import utils as dist_utils
+
+    if dist_utils.get_rank(group) == src_rank:
+        data = io.BytesIO()
+        torch.save(obj, data)
+        payload = torch.ByteTensor(data.getbuffer()).to(dist_device)
+        dist_utils.broadcast(torch.LongTensor([len(payload)]).to(dist_device), src=src_rank, group=group)
+        dist_utils.broadcast(payload, src=src_rank, group=group)
+        return obj
+    size = torch.LongTensor([0]).to(dist_device)
+    dist_utils.broadcast(size, src=src_rank, group=group)
+    payload = torch.ByteTensor(int(size.item())).to(dist_device)
+    dist_utils.broadcast(payload, src=src_rank, group=group)
+    return torch.load(io.BytesIO(payload.cpu().numpy()), map_location="cpu", weights_only=False)
+
+
+def allow_resuming_on_several_workers():
+    """Install :func:`_receive_broadcast_object` as fairseq's object broadcast (once)."""
+    from fairseq.distributed import utils as dist_utils
+
+    if dist_utils._broadcast_object_slow is not _receive_broadcast_object:
+        dist_utils._broadcast_object_slow = _receive_broadcast_object
