@@ -23,7 +23,8 @@ import torch
 from admin_fairseq.recipes import RecipeError, compare, evaluate, prepare, train
 from conftest import REPO
 
-SHELL_SCRIPTS = sorted((REPO / "recipes").glob("*.sh")) + sorted((REPO / "scripts").glob("*.sh"))
+SHELL_SCRIPTS = (sorted((REPO / "recipes").glob("*.sh")) + sorted((REPO / "recipes").glob("slurm/*.sbatch"))
+                 + sorted((REPO / "scripts").glob("*.sh")))
 PUBLISHED_DEPTHS = ("6-6", "18-18", "60-12", "100-100")
 
 
@@ -652,3 +653,21 @@ def test_kept_checkpoints_follow_the_final_flags():
     assert train.kept_checkpoints(["--no-epoch-checkpoints", "--save-interval-updates", "100",
                                    "--keep-interval-updates", "3"]) == 5  # fmt: skip
     assert train.kept_checkpoints(["--no-save"]) == 0
+
+
+def test_slurm_sbatch_dry_run_for_two_nodes_of_eight_gpus(tmp_path):
+    """recipes/slurm/train.sbatch run with bash outside Slurm prints what the job would run."""
+    result = subprocess.run(
+        ["bash", str(REPO / "recipes/slurm/train.sbatch"), "--dry-run", "--nodes", "2", "--gpus", "8",
+         "--data", str(tmp_path / "wmt17-en-de"), "--method", "admin",
+         "--depth", "18-18", "--batch", "128x4096"],
+        capture_output=True, text=True, env=dict(os.environ, PYTHON=sys.executable), cwd=REPO,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "128x4096 = 524,288 tokens per update = 2 node(s) x 8 GPU(s) x --max-tokens 2048 x --update-freq 16" in out
+    assert "node 0: ranks 0-7 (cuda:0-7)" in out and "node 1: ranks 8-15 (cuda:0-7)" in out
+    command = out.strip().splitlines()[-1]
+    assert command.startswith("srun --nodes 2 --ntasks-per-node 8 --kill-on-bad-exit=1 ")
+    assert "-m admin_fairseq.launch --launcher slurm --master-port 29500 -- " in command
+    assert " --distributed-world-size 16" in command and " --update-freq 16 " in command

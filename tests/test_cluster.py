@@ -1,24 +1,35 @@
-"""Two hosts, really: the recipe's train step on two network namespaces joined by a veth pair.
+"""The recipes' cluster paths, run for real on CPU processes.
 
-Each namespace is a host with its own network stack and one address; node 0 listens on its
+Two hosts: the recipe's train step on two network namespaces joined by a veth pair. Each
+namespace is a host with its own network stack and one address; node 0 listens on its
 address only, so node 1 can reach it over the veth link and nowhere else. Both nodes run
 ``python -m admin_fairseq.recipes.train --nodes 2 --node-rank R --master-addr <node 0>``
 (torchrun, then ``admin_fairseq.launch``, then fairseq-train on gloo), one CPU process per
 node, over one save dir as on a cluster's shared file system.
+
+Slurm: Debian's slurmctld and slurmd on this machine (one node, two CPUs) with a munge
+daemon of the test's own; ``recipes/slurm/train.sbatch`` submitted with ``sbatch`` runs
+two tasks through srun and the launcher.
+
+Both must give the weights of one process with ``--update-freq 2`` on the same batches.
 """
 
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
 import admin_fairseq  # noqa: F401  (allowlists fairseq checkpoints for torch.load)
+
+from conftest import REPO, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
@@ -113,9 +124,11 @@ def _max_difference(a, b):
     return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
 
 
-def test_two_hosts_equal_one_process_and_survive_a_killed_node(hosts, bible_recipe_data, tmp_path):
-    # one process, update-freq 2: the same 1,024 tokens per update as two nodes x 512
-    single = tmp_path / "single"
+@pytest.fixture(scope="module")
+def one_process(bible_recipe_data, tmp_path_factory):
+    """The reference: one process, update-freq 2 (the same 1,024 tokens per update as two
+    workers x 512), trained once for the module."""
+    single = tmp_path_factory.mktemp("one-process") / "run"
     result = subprocess.run(
         [sys.executable, "-m", "admin_fairseq.recipes.train", "--data", str(bible_recipe_data),
          *RUN, "--save-dir", str(single), "--", *FAIRSEQ],
@@ -123,7 +136,10 @@ def test_two_hosts_equal_one_process_and_survive_a_killed_node(hosts, bible_reci
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "1 node(s) x 1 CPU process(es) x --max-tokens 512 x --update-freq 2" in result.stdout
+    return _weights(single)
 
+
+def test_two_hosts_equal_one_process_and_survive_a_killed_node(hosts, bible_recipe_data, one_process, tmp_path):
     # two hosts, uninterrupted
     shared = tmp_path / "shared"
     codes, outs, _ = _two_nodes(hosts, bible_recipe_data, shared)
@@ -135,7 +151,7 @@ def test_two_hosts_equal_one_process_and_survive_a_killed_node(hosts, bible_reci
     # node 0 alone writes the run's record and log; node 1 its own logs
     assert sorted(p.name for p in (shared / "logs").iterdir()) == ["node1.log", "rank1.log"]
     assert json.loads((shared / "run.json").read_text())["status"] == "finished"
-    one, updates_one = _weights(single)
+    one, updates_one = one_process
     two, updates_two = _weights(shared)
     assert updates_one == updates_two == 60
     worst = _max_difference(one, two)
@@ -168,3 +184,110 @@ def test_two_hosts_equal_one_process_and_survive_a_killed_node(hosts, bible_reci
     print(f"max |w(killed and resumed) - w(uninterrupted)| = {worst:.3g}")
     assert worst < 1e-4, worst
     assert json.loads((broken / "run.json").read_text())["status"] == "finished"
+
+
+# ------------------------------------------------------------------------------- Slurm
+
+
+def _wait_for(check, what, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.5)
+
+
+@pytest.fixture
+def slurm(tmp_path_factory):
+    """A one-node Slurm cluster on this machine (2 CPUs, no GPU) and its own munge daemon;
+    yields the environment for its clients. Every daemon is stopped afterwards."""
+    missing = [d for d in ("munged", "slurmctld", "slurmd", "sbatch") if shutil.which(d) is None]
+    if missing or os.geteuid() != 0:
+        pytest.fail(f"the Slurm test needs root and slurm-wlm + munge (missing: {missing or 'root'}); "
+                    ".ci/run installs them; deselect with -m 'not cluster'")  # fmt: skip
+    root = tmp_path_factory.mktemp("slurm")
+    root.chmod(0o711)  # munged wants its socket's folder reachable by every user
+    for sub in ("state", "spool"):
+        (root / sub).mkdir()
+    key = root / "munge.key"
+    key.write_bytes(os.urandom(128))
+    key.chmod(0o600)
+    host = socket.gethostname().split(".")[0]
+    conf = root / "slurm.conf"
+    conf.write_text(f"""ClusterName=afqtest
+SlurmctldHost={host}
+SlurmctldPort={free_port()}
+SlurmdPort={free_port()}
+AuthType=auth/munge
+AuthInfo=socket={root}/munge.sock
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+SlurmUser=root
+SlurmdUser=root
+SlurmctldPidFile={root}/slurmctld.pid
+SlurmdPidFile={root}/slurmd.pid
+SlurmdSpoolDir={root}/spool
+StateSaveLocation={root}/state
+SlurmctldLogFile={root}/slurmctld.log
+SlurmdLogFile={root}/slurmd.log
+ReturnToService=2
+MpiDefault=none
+NodeName={host} CPUs=2 State=UNKNOWN
+PartitionName=cpu Nodes={host} Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
+""")
+    env = dict(os.environ, SLURM_CONF=str(conf))
+    pids = [root / "munged.pid", root / "slurmctld.pid", root / "slurmd.pid"]
+    try:
+        subprocess.run(["munged", "--force", f"--key-file={key}", f"--socket={root}/munge.sock",
+                        f"--pid-file={pids[0]}", f"--log-file={root}/munged.log",
+                        f"--seed-file={root}/munged.seed"], check=True)  # fmt: skip
+        subprocess.run(["slurmctld", "-f", str(conf)], check=True, env=env)
+        subprocess.run(["slurmd", "-f", str(conf)], check=True, env=env)
+
+        def idle():
+            out = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, env=env)
+            return out.stdout.strip() == "idle"
+
+        _wait_for(idle, "the Slurm node to be idle (see slurmctld.log / slurmd.log in " + str(root) + ")")
+        yield env
+    finally:
+        for pid_file in reversed(pids):
+            if pid_file.exists():
+                pid = int(pid_file.read_text().split()[0])
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                    _wait_for(lambda: not Path(f"/proc/{pid}").exists(), f"pid {pid} to stop", 30)
+                except ProcessLookupError:
+                    pass
+
+
+def test_sbatch_script_trains_two_tasks_like_one_process(slurm, bible_recipe_data, one_process, tmp_path):
+    run = tmp_path / "run"
+    out = tmp_path / "job.out"
+    env = dict(slurm, PYTHON=sys.executable, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    # the script's #SBATCH lines ask for 8 GPUs a node; this cluster has 2 CPUs and none
+    result = subprocess.run(
+        ["sbatch", "--wait", "--ntasks-per-node=2", "--gpus-per-node=0", "--cpus-per-task=1",
+         "--time=15", f"--output={out}", f"--chdir={REPO}", str(REPO / "recipes/slurm/train.sbatch"),
+         "--data", str(bible_recipe_data), *RUN, "--master-port", str(free_port()),
+         "--save-dir", str(run), "--", *FAIRSEQ],
+        capture_output=True, text=True, env=env, timeout=900,
+    )  # fmt: skip
+    log = out.read_text() if out.exists() else "(no job output)"
+    assert result.returncode == 0, result.stderr + log[-4000:]
+    assert "1 node(s) x 2 CPU process(es) x --max-tokens 512 x --update-freq 1" in log
+    assert "srun --nodes 1 --ntasks-per-node 2" in log
+    assert "[launch] rank 0 of 2" in log
+    assert "[launch] rank 1 of 2" in (run / "logs" / "rank1.log").read_text()
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "finished" and record["workers"] == 2
+    assert record["fairseq_flags"][record["fairseq_flags"].index("--distributed-world-size") + 1] == "2"
+
+    two, updates = _weights(run)
+    one, _ = one_process
+    assert updates == 60
+    worst = _max_difference(one, two)
+    print(f"max |w(Slurm, 2 tasks) - w(1 process, update-freq 2)| = {worst:.3g}")
+    assert worst < 1e-4, worst
