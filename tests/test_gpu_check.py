@@ -1,0 +1,45 @@
+"""python -m admin_fairseq.gpu_check: its tiny CPU mode runs every step for real, so that
+the command a user runs first on a GPU machine cannot rot."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+ENV = dict(os.environ, OMP_NUM_THREADS="2", CUDA_VISIBLE_DEVICES="")
+
+
+@pytest.mark.slow
+def test_tiny_cpu_check_runs_every_step(tmp_path):
+    out = tmp_path / "check"
+    result = subprocess.run([sys.executable, "-m", "admin_fairseq.gpu_check", "--cpu", "--tiny",
+                             "--out", str(out)], capture_output=True, text=True, env=ENV, timeout=900)  # fmt: skip
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    for step in ("1/4 environment", "2/4 fp16 forward and backward", "3/4 memory-efficient-fp16",
+                 "4/4 the test suite's gpu tests"):  # fmt: skip
+        assert f"[gpu_check] {step}" in result.stdout
+    report = json.loads((out / "gpu_check.json").read_text())
+    assert report["environment"]["torch"] == torch.__version__ and report["environment"]["gpus"] == []
+    deep = report["deepest_preset"]
+    assert deep["finite"] and deep["dtype"] == "torch.float16"
+    assert deep["omega_max"] > 10  # O(1) omegas of 100 layers: about 14 and 17
+    for method in ("Admin", "Post-LN"):
+        row = report["training"][method]
+        assert row["words_per_second"] > 0 and row["intervals"] >= 2 and row["peak_memory_gb"] > 0
+    assert report["admin_speed_ratio"] == pytest.approx(
+        report["training"]["Admin"]["words_per_second"] / report["training"]["Post-LN"]["words_per_second"])
+    assert report["gpu_tests"]["ran"] and "skipped" in report["gpu_tests"]["summary"]  # no CUDA here
+    markdown = (out / "gpu_check.md").read_text()
+    assert "| Admin |" in markdown and "Admin / Post-LN words/s" in markdown
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_without_a_gpu_says_what_to_do(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "admin_fairseq.gpu_check", "--out", str(tmp_path / "c")],
+                            capture_output=True, text=True, env=ENV)  # fmt: skip
+    assert result.returncode == 2
+    assert "torch sees no CUDA GPU" in result.stderr and "--cpu --tiny" in result.stderr
+    assert not (tmp_path / "c").exists()
