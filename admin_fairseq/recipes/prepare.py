@@ -5,6 +5,8 @@
         --raw-dir /datasets/wmt-raw --offline
     python -m admin_fairseq.recipes.prepare --corpus bible-en-fr --out data/bible-en-fr \
         --train-size 3000 --vocab-size 1000
+    python -m admin_fairseq.recipes.prepare --corpus text --src de --tgt en \
+        --train corpus/train [--valid corpus/dev] [--test corpus/test] --out data/my-de-en
 
 Every corpus ends in the same layout, which the training and evaluation steps read:
 
@@ -34,7 +36,7 @@ from pathlib import Path
 
 from admin_fairseq.data import bible, spm
 from admin_fairseq.data.pipeline import binarize_bible, fairseq_preprocess
-from admin_fairseq.recipes import RecipeError
+from admin_fairseq.recipes import RecipeError, text_corpus
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,7 @@ WMT = {
 }  # fmt: skip
 
 BIBLE = {f"bible-{pair}": pair for pair in ("en-fr", "en-de", "fr-en", "de-en", "fr-de")}
-CORPORA = tuple(WMT) + tuple(BIBLE)
+CORPORA = tuple(WMT) + tuple(BIBLE) + ("text",)
 
 MAX_WORDS = 250  # longer training lines are dropped (either side), as fairseq's WMT scripts do
 MAX_RATIO = 1.5  # and pairs whose word counts differ by more than this factor
@@ -317,6 +319,74 @@ def prepare_wmt(corpus, out_dir, raw_dir, offline=False, vocab_size=None, worker
     return task.src, task.tgt, settings
 
 
+def prepare_text(out_dir, src, tgt, train, valid=None, test=None, vocab_size=None, workers=None,
+                 log=print):  # fmt: skip
+    """A corpus of the user's plain-text files (see :mod:`admin_fairseq.recipes.text_corpus`).
+
+    Everything is read and checked before anything is written to ``out_dir``."""
+    tc = text_corpus
+    tc.check_language("--src", src)
+    tc.check_language("--tgt", tgt)
+    if src == tgt:
+        raise RecipeError(f"--src and --tgt are both {src!r}; give the two languages of the pair")
+    if not train:
+        raise RecipeError("--corpus text needs --train PREFIX (the files PREFIX.SRC and PREFIX.TGT)")
+    vocab_size = vocab_size or 8000
+    log(f"[1/3] reading {train}.{{{src},{tgt}}}")
+    pairs, inputs, _ = tc.read_pair(train, src, tgt, log)
+    given = {}
+    for split, prefix in (("valid", valid), ("test", test)):
+        if prefix:
+            given[split], paths, _ = tc.read_pair(prefix, src, tgt, log)
+            inputs += paths
+    sizes = {split: 0 if split in given else tc.default_held_out(len(pairs)) for split in ("valid", "test")}
+    train_pairs, held_valid, held_test = tc.hold_out(pairs, sizes["valid"], sizes["test"])
+    splits = {"valid": given.get("valid", held_valid), "test": given.get("test", held_test)}
+    for split in ("valid", "test"):
+        if split not in given:
+            log(f"  {split}: {len(splits[split]):,} training pairs held out at random (seed "
+                f"{tc.SPLIT_SEED}; give --{split} PREFIX to use your own)")  # fmt: skip
+    shared = tc.overlap(train_pairs, splits["test"])
+    if shared:
+        log(f"  warning: {shared:,} of {len(splits['test']):,} test pairs have a source sentence "
+            "that is also in the training data; their scores will be too good")  # fmt: skip
+    cleaned = [pair for pair in (clean_pair(s, t) for s, t in train_pairs) if pair is not None]
+    log(f"  train: kept {len(cleaned):,} of {len(train_pairs):,} pairs after cleaning (at most "
+        f"{MAX_WORDS} words a side, length ratio at most {MAX_RATIO})")  # fmt: skip
+    if not cleaned:
+        raise RecipeError(f"no training pair of {train}.{{{src},{tgt}}} is left after cleaning")
+    sums = {str(path): bible.sha256_file(path) for path in inputs}
+    settings = {"corpus": "text", "src": src, "tgt": tgt, "vocab_size": vocab_size,
+                "train": str(train), "valid": str(valid) if valid else None,
+                "test": str(test) if test else None, "split_seed": tc.SPLIT_SEED,
+                "held_out": sizes, "max_words": MAX_WORDS, "max_ratio": MAX_RATIO,
+                "inputs_sha256": sums}  # fmt: skip
+    _check_settings(out_dir, settings, log)
+    text_done = out_dir / "text.done"
+    if text_done.exists():
+        log(f"  {out_dir}: text already written")
+    else:
+        for split, rows in (("train", cleaned), ("valid", splits["valid"]), ("test", splits["test"])):
+            _atomic_write_lines(out_dir / f"{split}.{src}", (s for s, _ in rows))
+            _atomic_write_lines(out_dir / f"{split}.{tgt}", (t for _, t in rows))
+        (out_dir / "inputs.json").write_text(json.dumps(sums, indent=2) + "\n")
+        text_done.write_text("ok\n")
+    log(f"[2/3] sentencepiece ({vocab_size} joint pieces)")
+    try:
+        spm.train_and_encode(out_dir, src, tgt, vocab_size, log=log, threads=workers)
+    except RuntimeError as err:
+        too_high = re.search(r"Vocabulary size too high \(\d+\)\. Please set it to a value <= (\d+)", str(err))
+        if not too_high:
+            raise
+        raise RecipeError(f"the training text in {out_dir} cannot give {vocab_size:,} sentencepiece "
+                          f"pieces (at most {int(too_high.group(1)):,}); give a smaller --vocab-size "
+                          "and run the same command again") from None  # fmt: skip
+    log("[3/3] fairseq-preprocess --joined-dictionary")
+    fairseq_preprocess(out_dir / "spm", out_dir / "bin", src, tgt,
+                       workers=workers or os.cpu_count() or 1, log=log)  # fmt: skip
+    return src, tgt, settings
+
+
 def _check_settings(out_dir, settings, log):
     """Start over when ``out_dir`` was prepared with other settings."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -355,10 +425,21 @@ def record_counts(out_dir, src, tgt, settings, log=print):
 
 
 def prepare(corpus, out_dir, raw_dir=None, offline=False, vocab_size=None, train_size=None,
-            valid_size=None, test_size=None, workers=None, log=print):  # fmt: skip
-    """Prepare ``corpus`` (one of :data:`CORPORA`) in ``out_dir``; return counts.json's content."""
+            valid_size=None, test_size=None, workers=None, log=print, text=None):  # fmt: skip
+    """Prepare ``corpus`` (one of :data:`CORPORA`) in ``out_dir``; return counts.json's content.
+
+    ``text`` (``--corpus text`` only): ``{"src", "tgt", "train", "valid", "test"}``."""
     out_dir = Path(out_dir)
-    if corpus in BIBLE:
+    text = {k: v for k, v in (text or {}).items() if v}
+    if text and corpus != "text":
+        raise RecipeError(f"--{' --'.join(sorted(text))} apply to --corpus text only")
+    if corpus == "text":
+        if train_size or valid_size or test_size or raw_dir or offline:
+            raise RecipeError("--train-size/--valid-size/--test-size/--raw-dir/--offline do not "
+                              "apply to --corpus text")  # fmt: skip
+        src, tgt, settings = prepare_text(out_dir, text.get("src"), text.get("tgt"), text.get("train"),
+                                          text.get("valid"), text.get("test"), vocab_size, workers, log)  # fmt: skip
+    elif corpus in BIBLE:
         pair = BIBLE[corpus]
         src, tgt = bible.parse_pair(pair)
         settings = {"corpus": corpus, "vocab_size": vocab_size or 8000, "train_size": train_size,
@@ -421,15 +502,23 @@ def main(argv=None):
     parser.add_argument("--offline", action="store_true",
                         help="WMT: never download; everything must be in --raw-dir")
     parser.add_argument("--vocab-size", type=int, help="joint sentencepiece size (default: "
-                        "40000 wmt14-en-fr, 32000 wmt17-en-de, 8000 bible-*)")  # fmt: skip
+                        "40000 wmt14-en-fr, 32000 wmt17-en-de, 8000 bible-* and text)")  # fmt: skip
     parser.add_argument("--train-size", type=int, help="Bible: cap on training pairs")
     parser.add_argument("--valid-size", type=int, help="Bible: validation pairs (default 500)")
     parser.add_argument("--test-size", type=int, help="Bible: cap on test pairs (Mark: 678)")
     parser.add_argument("--workers", type=int, help="threads for encoding and binarising")
+    parser.add_argument("--src", help="text: source language code (files PREFIX.SRC)")
+    parser.add_argument("--tgt", help="text: target language code (files PREFIX.TGT)")
+    parser.add_argument("--train", help="text: PREFIX of the training files (plain or .gz)")
+    parser.add_argument("--valid", help="text: PREFIX of the validation files (default: "
+                        f"{text_corpus.HELD_OUT_SHARE:.0%} of the training pairs, at most "
+                        f"{text_corpus.MAX_HELD_OUT}, held out at random)")  # fmt: skip
+    parser.add_argument("--test", help="text: PREFIX of the test files (default: held out as --valid)")
     args = parser.parse_args(argv)
+    text = {"src": args.src, "tgt": args.tgt, "train": args.train, "valid": args.valid, "test": args.test}
     try:
         prepare(args.corpus, args.out, args.raw_dir, args.offline, args.vocab_size,
-                args.train_size, args.valid_size, args.test_size, args.workers)  # fmt: skip
+                args.train_size, args.valid_size, args.test_size, args.workers, text=text)  # fmt: skip
     except (RecipeError, ValueError, RuntimeError, FileNotFoundError) as err:
         print(f"prepare: error: {err}", file=sys.stderr)
         sys.exit(2)

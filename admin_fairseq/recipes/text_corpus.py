@@ -1,0 +1,114 @@
+"""The user's own parallel corpus: plain text files, one sentence per line.
+
+    python -m admin_fairseq.recipes.prepare --corpus text --src de --tgt en \
+        --train corpus/train [--valid corpus/dev] [--test corpus/test] --out data/my-de-en
+
+reads ``corpus/train.de`` and ``corpus/train.en`` (or the same names with ``.gz``), checks
+them (aligned, UTF-8, a language code of two or three letters per side, not the same file
+twice), drops pairs with an empty side (counted and reported), and, without ``--valid`` or
+``--test``, holds out a seeded random sample of the training pairs for them. The result is
+the same layout as the other corpora, so training, evaluation and comparison work as they
+are. Every problem stops before anything is marked finished, naming the file and line.
+"""
+
+import gzip
+import random
+import re
+from pathlib import Path
+
+from admin_fairseq.recipes import RecipeError
+
+LANG_CODE = re.compile(r"[a-z]{2,3}")
+SPLIT_SEED = 1
+#: held-out sizes when --valid/--test are not given: this share of the pairs, at most MAX_HELD_OUT
+HELD_OUT_SHARE = 0.05
+MAX_HELD_OUT = 1000
+
+
+def check_language(flag, code):
+    if not LANG_CODE.fullmatch(code or ""):
+        raise RecipeError(f"{flag} {code!r} is not a language code of two or three lower-case "
+                          "letters (e.g. de, en, fr, zh, haw); it names the files PREFIX.CODE")  # fmt: skip
+    return code
+
+
+def side_path(prefix, lang):
+    """``PREFIX.LANG`` if it exists, else ``PREFIX.LANG.gz``; the error names both."""
+    plain = Path(f"{prefix}.{lang}")
+    if plain.exists():
+        return plain
+    packed = Path(f"{prefix}.{lang}.gz")
+    if packed.exists():
+        return packed
+    raise RecipeError(f"neither {plain} nor {packed} exists")
+
+
+def read_lines(path):
+    """Every line of ``path`` (gzip if its name ends in .gz) as text, without its line end
+    (``\\n`` or ``\\r\\n``). A line that is not UTF-8 is an error naming the line and bytes."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    lines = []
+    try:
+        with opener(path, "rb") as f:
+            for number, raw in enumerate(f, 1):
+                raw = raw.rstrip(b"\n").rstrip(b"\r")
+                try:
+                    lines.append(raw.decode("utf-8"))
+                except UnicodeDecodeError as err:
+                    bad = raw[max(0, err.start - 8):err.end + 8]
+                    raise RecipeError(
+                        f"{path}, line {number}: not UTF-8 (bytes {bad!r} around byte "
+                        f"{err.start}); convert the file to UTF-8, e.g. iconv -f LATIN1 -t UTF-8"
+                    ) from None
+    except (OSError, EOFError) as err:  # gzip's BadGzipFile is an OSError
+        raise RecipeError(f"{path}: cannot be read ({err})") from None
+    return lines
+
+
+def read_pair(prefix, src, tgt, log=print):
+    """The aligned, non-empty ``(src, tgt)`` pairs of ``PREFIX.src`` / ``PREFIX.tgt``."""
+    paths = side_path(prefix, src), side_path(prefix, tgt)
+    if paths[0].resolve() == paths[1].resolve() or paths[0].samefile(paths[1]):
+        raise RecipeError(f"{paths[0]} and {paths[1]} are the same file; give one file per language")
+    sides = [read_lines(p) for p in paths]
+    if len(sides[0]) != len(sides[1]):
+        raise RecipeError(
+            f"{paths[0]} has {len(sides[0]):,} lines but {paths[1]} has {len(sides[1]):,}: "
+            "the two sides must be aligned line by line"
+        )
+    for path, lines in zip(paths, sides):
+        if not any(line.strip() for line in lines):
+            raise RecipeError(f"{path} is empty (no line with text)")
+    pairs = [(s.strip(), t.strip()) for s, t in zip(*sides) if s.strip() and t.strip()]
+    dropped = len(sides[0]) - len(pairs)
+    if dropped:
+        log(f"  {paths[0].name} / {paths[1].name}: dropped {dropped:,} of {len(sides[0]):,} pairs "
+            "with an empty side")  # fmt: skip
+    if sides[0] == sides[1]:
+        raise RecipeError(f"{paths[0]} and {paths[1]} hold the same text; give one file per language")
+    return pairs, paths, dropped
+
+
+def hold_out(pairs, valid_size, test_size, seed=SPLIT_SEED):
+    """``(train, valid, test)``: a seeded random sample of ``pairs`` held out for the splits
+    whose size is given (0 = that split is not held out)."""
+    order = list(range(len(pairs)))
+    random.Random(seed).shuffle(order)
+    if valid_size + test_size >= len(pairs):
+        raise RecipeError(f"the corpus has {len(pairs):,} pairs, too few to hold out "
+                          f"{valid_size + test_size:,} for validation and test")  # fmt: skip
+    valid = sorted(order[:valid_size])
+    test = sorted(order[valid_size:valid_size + test_size])
+    held = set(valid) | set(test)
+    train = [pairs[i] for i in range(len(pairs)) if i not in held]
+    return train, [pairs[i] for i in valid], [pairs[i] for i in test]
+
+
+def default_held_out(n_pairs):
+    return min(MAX_HELD_OUT, max(1, int(n_pairs * HELD_OUT_SHARE)))
+
+
+def overlap(train, test):
+    """How many test pairs have a source sentence that is also a training source sentence."""
+    seen = {s for s, _ in train}
+    return sum(1 for s, _ in test if s in seen)
