@@ -474,7 +474,7 @@ def test_evaluation_averages_the_published_window_not_the_last_on_disk(tmp_path)
 # ------------------------------------------------------------------ comparison
 
 
-def _fake_run(root, name, method, losses, exit_code=0, extra_log=""):
+def _fake_run(root, name, method, losses, exit_code=0, extra_log="", valid=None):
     run = root / name
     run.mkdir(parents=True)
     (run / "run.json").write_text(json.dumps({"method": method, "encoder_layers": 18,
@@ -482,8 +482,8 @@ def _fake_run(root, name, method, losses, exit_code=0, extra_log=""):
                                               "status": "finished", "exit_code": exit_code}))  # fmt: skip
     lines = [f'2026 | INFO | train_inner | {{"loss": "{loss}", "num_updates": "{10 * (i + 1)}"}}'
              for i, loss in enumerate(losses)]  # fmt: skip
-    lines.append(f'2026 | INFO | valid | {{"valid_loss": "{losses[-1]}", "valid_num_updates": '
-                 f'"{10 * len(losses)}"}}')  # fmt: skip
+    for update, loss in valid or [(10 * len(losses), losses[-1])]:
+        lines.append(f'2026 | INFO | valid | {{"valid_loss": "{loss}", "valid_num_updates": "{update}"}}')
     (run / "train.log").write_text("\n".join(lines) + "\n" + extra_log)
     return run
 
@@ -505,6 +505,48 @@ def test_compare_flags_divergence_and_writes_files(tmp_path):
     with open(tmp_path / "out" / "comparison.csv") as f:
         assert len(list(csv.DictReader(f))) == 5
     assert (tmp_path / "out" / "loss_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _main_job_curves():
+    """Validation curves of the committed main-job run, read from its console log."""
+    curves = {}
+    log = (REPO / "results" / "main_job" / "log.txt").read_text()
+    for method, update, loss in re.findall(r"\[run \d+ of \d+: (\S+) 12-12\] update (\d+): valid loss ([\d.]+)", log):
+        curves.setdefault(method, []).append((int(update), float(loss)))
+    return curves
+
+
+def test_stalled_rule_on_the_main_jobs_own_logs():
+    curves = _main_job_curves()
+    assert sorted(curves) == ["admin", "admin-profiled", "deepnet", "post-ln", "pre-ln"]
+    assert all(len(c) == 8 for c in curves.values())  # every 50 of 400 updates
+    gains = {m: compare.second_half_gain(c) for m, c in curves.items()}
+    assert gains["post-ln"] == pytest.approx(9.581 - 9.491)  # update 200 to its best
+    assert min(g for m, g in gains.items() if m != "post-ln") > 0.85
+    assert compare.stalled_runs(curves) == {"post-ln"}
+
+
+def test_stalled_needs_a_run_that_kept_improving_and_a_gap_to_the_best():
+    flat = [(100, 9.6), (200, 9.55), (300, 9.5), (400, 9.5)]
+    good = [(100, 9.0), (200, 8.4), (300, 7.9), (400, 7.5)]
+    assert compare.stalled_runs({"a": flat}) == set()  # nothing to compare with
+    assert compare.stalled_runs({"a": flat, "b": list(flat)}) == set()  # nobody improved
+    assert compare.stalled_runs({"a": flat, "b": good}) == {"a"}
+    near = [(u, x - 1.5) for u, x in flat]  # flat at 8.0-8.1: within 1.0 of the best (7.5)
+    assert compare.stalled_runs({"a": near, "b": good}) == set()
+    assert compare.stalled_runs({"a": flat[:1], "b": good}) == set()  # one point: no judgement
+
+
+def test_compare_reports_stalled_runs_in_the_table(tmp_path):
+    runs = [
+        _fake_run(tmp_path, "a", "post-ln", [9.8, 9.6, 9.6, 9.5],
+                  valid=[(10, 9.7), (20, 9.6), (30, 9.6), (40, 9.55)]),
+        _fake_run(tmp_path, "b", "admin", [9.8, 8.5, 7.8, 7.2],
+                  valid=[(10, 9.0), (20, 8.4), (30, 7.7), (40, 7.3)]),
+    ]  # fmt: skip
+    rows = compare.compare(runs, tmp_path / "out", log=lambda *_: None)
+    assert [r["status"] for r in rows] == ["stalled", "ok"]
+    assert "| post-ln | 18-18 | 8x4096 | 40 | 9.550 | stalled |" in (tmp_path / "out" / "comparison.md").read_text()
 
 
 def test_compare_refuses_a_folder_that_is_not_a_run(tmp_path):

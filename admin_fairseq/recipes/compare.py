@@ -10,7 +10,9 @@ For each run folder it reads ``run.json`` (method, depth, batch), the JSON log l
 A run is reported as ``diverged`` when a logged loss is not finite, fairseq stopped it with a
 floating-point or minimum-loss-scale error, or its last training loss is more than
 ``DIVERGED_RISE`` above its lowest (the loss went back up); ``failed`` when it exited non-zero
-for another reason; ``running`` while its ``run.json`` says so.
+for another reason; ``running`` while its ``run.json`` says so; ``stalled`` (see
+:func:`stalled_runs`) when it trained without error but its validation loss stopped
+improving far above the others'.
 """
 
 import argparse
@@ -24,6 +26,10 @@ from pathlib import Path
 from admin_fairseq.recipes import RecipeError
 
 DIVERGED_RISE = 1.0  # nats
+#: a run is ``stalled`` when over the second half of its updates its validation loss fell by
+#: less than STALL_GAIN while another run of the comparison fell by more than PEER_GAIN over
+#: its second half, and its best validation loss ends more than STALL_GAP above the best run's
+STALL_GAIN, PEER_GAIN, STALL_GAP = 0.25, 0.5, 1.0  # nats
 _JSON_LINE = re.compile(r"\| (train_inner|valid|train) \| (\{.*\})\s*$")
 _BLOWUP = ("FloatingPointError", "Minimum loss scale reached", "loss is nan", "NaN or Inf")
 
@@ -59,6 +65,35 @@ def read_log(path):
             elif kind == "valid":
                 valid[int(_float(stats.get("valid_num_updates")))] = _float(stats.get("valid_loss"))
     return {"train": sorted(train.items()), "valid": sorted(valid.items()), "blowup": blowup}
+
+
+def second_half_gain(curve):
+    """How much the validation loss fell over the second half of the run: the value logged
+    at (or first after) half the last update, minus the best value from there on. None with
+    fewer than two finite points in that half."""
+    points = [(u, loss) for u, loss in curve if math.isfinite(loss)]
+    if len(points) < 2:
+        return None
+    half = points[-1][0] / 2
+    tail = [loss for u, loss in points if u >= half]
+    return tail[0] - min(tail) if len(tail) >= 2 else None
+
+
+def stalled_runs(curves):
+    """The names in ``curves`` (name -> [(update, valid loss)]) that stalled (see
+    STALL_GAIN, PEER_GAIN and STALL_GAP): stopped improving while another run improved,
+    far above the best run. A comparison of one run never says stalled."""
+    gains = {name: second_half_gain(curve) for name, curve in curves.items()}
+    best = {name: min((x for _, x in curve if math.isfinite(x)), default=math.inf)
+            for name, curve in curves.items()}  # fmt: skip
+    overall = min(best.values(), default=math.inf)
+    stalled = set()
+    for name, gain in gains.items():
+        if gain is None or gain >= STALL_GAIN or best[name] - overall <= STALL_GAP:
+            continue
+        if any(other != name and g is not None and g > PEER_GAIN for other, g in gains.items()):
+            stalled.add(name)
+    return stalled
 
 
 def summarize(run_dir, subset="test"):
@@ -155,6 +190,9 @@ def compare(run_dirs, out_dir, subset="test", title=None, log=print):
     if not run_dirs:
         raise RecipeError("no run folders given")
     runs = [summarize(d, subset) for d in run_dirs]
+    finished = {i: log["valid"] for i, (row, log) in enumerate(runs) if row["status"] == "ok"}
+    for i in stalled_runs(finished):
+        runs[i][0]["status"] = "stalled"
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = [row for row, _ in runs]
