@@ -12,7 +12,11 @@
 #   RUNS          where run folders go (default runs/$CORPUS); results go to $RUNS/comparison
 #   METHODS       post-ln pre-ln admin admin-scalar admin-profiled deepnet (default: post-ln pre-ln admin)
 #   DEPTHS        ENC-DEC depths (default: 6-6 18-18)
-#   BATCH         8x4096, 128x4096, 80x8000, 256x5000 (published), or AxB with RECIPE=regular|huge|clinic
+#   SEEDS         seeds, one run each (default: one run with the recipe's published seed);
+#                 run folders then end in -seed$SEED and the comparison adds mean +- std.
+#                 admin-profiled: the runs of later seeds reuse the first seed's profile, as
+#                 the published IWSLT'14 runs did (one profiling run, five trainings)
+#   BATCH         8x4096, 128x4096, 80x8000, 256x5000, 1x4096 (published), or AxB with RECIPE=regular|huge|clinic|iwslt
 #   AVG_EPOCHS    FIRST-LAST epochs to average (default: the recipe's published window); the
 #                 train step stops at LAST and keeps these epochs, the evaluate step averages them
 #   PREPARE_ARGS  extra flags for the prepare step (e.g. "--raw-dir /data/wmt --offline")
@@ -39,6 +43,7 @@ RUNS="${RUNS:-$ROOT/runs/$CORPUS}"
 METHODS="${METHODS:-post-ln pre-ln admin}"
 DEPTHS="${DEPTHS:-6-6 18-18}"
 BATCH="${BATCH:-8x4096}"
+SEEDS="${SEEDS:-}"
 DRY_RUN="${DRY_RUN:-0}"
 read -r -a prepare_args <<< "${PREPARE_ARGS:-}"
 read -r -a train_args <<< "${TRAIN_ARGS:-}"
@@ -60,10 +65,22 @@ for step in "${steps[@]}"; do
   case "$step" in prepare|train|evaluate|compare) ;; *) die "unknown step '$step'; steps are prepare, train, evaluate, compare" ;; esac
 done
 
+seeds=("")  # "" = the recipe's seed, no suffix
+if [ -n "$SEEDS" ]; then
+  read -r -a seeds <<< "$SEEDS"
+  for seed in "${seeds[@]}"; do
+    case "$seed" in *[!0-9]*) die "SEEDS must be whole numbers; got '$seed'" ;; esac
+  done
+fi
+run_dir() {  # method depth seed
+  if [ -n "$3" ]; then echo "$RUNS/$1-$2-$BATCH-seed$3"; else echo "$RUNS/$1-$2-$BATCH"; fi
+}
 run_dirs=()
 for method in $METHODS; do
   for depth in $DEPTHS; do
-    run_dirs+=("$RUNS/$method-$depth-$BATCH")
+    for seed in "${seeds[@]}"; do
+      run_dirs+=("$(run_dir "$method" "$depth" "$seed")")
+    done
   done
 done
 failed=()
@@ -79,18 +96,28 @@ for step in "${steps[@]}"; do
     n=${#run_dirs[@]}; k=0
     for method in $METHODS; do
       for depth in $DEPTHS; do
-        k=$((k + 1))
-        dir="$RUNS/$method-$depth-$BATCH"
-        say "step train, run $k of $n: $method $depth $BATCH -> $dir"
-        dry=(); if [ "$DRY_RUN" = 1 ]; then dry=(--dry-run); fi
-        set +e
-        "$PYTHON" -m admin_fairseq.recipes.train --data "$DATA" --method "$method" --depth "$depth" \
-          --batch "$BATCH" --save-dir "$dir" ${train_args[@]+"${train_args[@]}"} \
-          ${dry[@]+"${dry[@]}"} -- ${fairseq_args[@]+"${fairseq_args[@]}"}
-        code=$?
-        set -e
-        if [ "$code" -eq 2 ]; then exit 2; fi  # bad settings: the message says what to fix
-        if [ "$code" -ne 0 ]; then failed+=("$dir (train exit $code)"); say "training $dir failed (exit $code); going on"; fi
+        first=""
+        for seed in "${seeds[@]}"; do
+          k=$((k + 1))
+          dir="$(run_dir "$method" "$depth" "$seed")"
+          say "step train, run $k of $n: $method $depth $BATCH${seed:+ seed $seed} -> $dir"
+          dry=(); if [ "$DRY_RUN" = 1 ]; then dry=(--dry-run); fi
+          with_seed=(); if [ -n "$seed" ]; then with_seed=(--seed "$seed"); fi
+          if [ "$method" = admin-profiled ] && [ -n "$first" ] && [ -f "$first/admin_profile.json" ] \
+             && [ ! -f "$dir/admin_profile.json" ] && [ "$DRY_RUN" != 1 ]; then
+            mkdir -p "$dir" && cp "$first/admin_profile.json" "$dir/admin_profile.json"
+            say "reusing the profile of $first"
+          fi
+          set +e
+          "$PYTHON" -m admin_fairseq.recipes.train --data "$DATA" --method "$method" --depth "$depth" \
+            --batch "$BATCH" --save-dir "$dir" ${with_seed[@]+"${with_seed[@]}"} \
+            ${train_args[@]+"${train_args[@]}"} ${dry[@]+"${dry[@]}"} -- ${fairseq_args[@]+"${fairseq_args[@]}"}
+          code=$?
+          set -e
+          if [ "$code" -eq 2 ]; then exit 2; fi  # bad settings: the message says what to fix
+          if [ "$code" -ne 0 ]; then failed+=("$dir (train exit $code)"); say "training $dir failed (exit $code); going on"; fi
+          first="${first:-$dir}"
+        done
       done
     done
     ;;

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from admin_fairseq.recipes import evaluate, prepare
+from admin_fairseq.recipes import evaluate, iwslt14, prepare, train
 
 from conftest import REPO
 
@@ -36,8 +36,8 @@ def _spans(cell):
 TABLES = list(_tables())
 
 
-def test_the_page_has_its_three_tables():
-    assert [args.split()[1] for args, _, _ in TABLES] == ["8x4096", "128x4096", "80x8000"]
+def test_the_page_has_its_four_tables():
+    assert [args.split()[1] for args, _, _ in TABLES] == ["8x4096", "128x4096", "80x8000", "1x4096"]
     assert all(len(rows) >= 10 for _, _, rows in TABLES)
 
 
@@ -55,14 +55,15 @@ def test_ours_column_is_what_the_dry_run_prints(args, corpus, rows):
         for span in _spans(ours):
             name, _, value = span.partition(" ")
             if name == "--avg-epochs":
-                window = __import__("admin_fairseq.recipes.train", fromlist=["RECIPES"]).RECIPES
-                recipe = {"8x4096": "regular", "128x4096": "huge", "80x8000": "clinic"}[args.split()[1]]
+                window = train.RECIPES
+                recipe = train.PUBLISHED_BATCHES[args.split()[1]][0]
                 assert value == "{}-{}".format(*window[recipe]["window"]), setting
             elif name in ("--beam", "--lenpen"):
-                beam, lenpen = evaluate.PUBLISHED_DECODING[tgt]
+                beam, lenpen = evaluate.PUBLISHED_DECODING.get(tgt, evaluate.DEFAULT_DECODING)
                 assert value == str(beam if name == "--beam" else lenpen), setting
             elif name == "--vocab-size":
-                assert int(value) == prepare.WMT[corpus].vocab_size, setting
+                expected = iwslt14.VOCAB_SIZE if corpus == iwslt14.NAME else prepare.WMT[corpus].vocab_size
+                assert int(value) == expected, setting
             elif not value:
                 assert name in flags, f"{setting}: {name} is not in the dry run"
             else:

@@ -244,10 +244,10 @@ def test_recipe_run_sh_dry_run_covers_every_combination(tmp_path):
     (["--depth", "18"], "--depth must be ENCODER-DECODER layers"),
     (["--depth", "0-6"], "at least one layer per stack"),
     (["--batch", "8k"], "--batch must be AxB"),
-    (["--batch", "4x4096"], "not a published setting (8x4096, 128x4096, 80x8000, 256x5000); name the hyper-parameters with --recipe regular or huge or clinic"),
+    (["--batch", "4x4096"], "not a published setting (8x4096, 128x4096, 80x8000, 256x5000, 1x4096); name the hyper-parameters with --recipe regular or huge or clinic or iwslt"),
     (["--gpus", "3"], "cannot be reached exactly by 3 worker(s)"),
     (["--gpus", "8", "--nodes", "2", "--node-rank", "2"], "--node-rank must be in 0..1"),
-    (["--size", "huge"], "unknown --size 'huge'; choose from base, big, cpu"),
+    (["--size", "huge"], "unknown --size 'huge'; choose from base, big, iwslt, cpu"),
 ])  # fmt: skip
 def test_train_refuses_bad_settings(args, message):
     base = {"--data": "d", "--method": "admin", "--depth": "6-6", "--batch": "8x4096", "--gpus": "8"}
@@ -364,7 +364,7 @@ def test_prepare_refuses_unknown_corpus():
     result = subprocess.run([sys.executable, "-m", "admin_fairseq.recipes.prepare", "--corpus",
                              "wmt15-en-fr", "--out", "x"], capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 2
-    assert "unknown --corpus 'wmt15-en-fr'; choose from wmt14-en-fr, wmt17-en-de, bible-en-fr" in result.stderr
+    assert "unknown --corpus 'wmt15-en-fr'; choose from wmt14-en-fr, wmt17-en-de, iwslt14-de-en, bible-en-fr" in result.stderr
 
 
 def test_clean_pair_rules():

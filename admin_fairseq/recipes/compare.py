@@ -20,6 +20,7 @@ import csv
 import json
 import math
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -123,12 +124,14 @@ def summarize(run_dir, subset="test"):
         "updates": updates, "best_valid_loss": min(finite_valid) if finite_valid else None,
         "last_train_loss": train_losses[-1] if train_losses else None, "status": status,
         "bleu": None, "chrf": None, "tokenized_bleu": None, "bleu_signature": "",
+        "seed": info.get("seed"), "tokenized_bleu_method": "",
     }  # fmt: skip
     eval_path = run_dir / "eval" / f"{subset}.json"
     if eval_path.exists():
         scores = json.loads(eval_path.read_text())
         row.update(bleu=scores["bleu"], chrf=scores["chrf"], tokenized_bleu=scores["tokenized_bleu"],
-                   bleu_signature=scores["bleu_signature"])  # fmt: skip
+                   bleu_signature=scores["bleu_signature"],
+                   tokenized_bleu_method=scores.get("tokenized_bleu_method", ""))  # fmt: skip
     return row, log
 
 
@@ -150,13 +153,54 @@ def markdown_table(rows):
                  _fmt(r["tokenized_bleu"])]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     signatures = sorted({r["bleu_signature"] for r in rows if r["bleu_signature"]})
+    prepared = sorted({r["tokenized_bleu_method"] for r in rows if "as prepared" in r["tokenized_bleu_method"]})
     lines.append("")
-    lines.append("BLEU and chrF: sacreBLEU on detokenized output"
-                 + (f" (BLEU signature `{signatures[0]}`)" if len(signatures) == 1 else "") + ". "
-                 "tok. BLEU: Moses-tokenized (compound-split for German), as the papers report; "
-                 "not comparable with sacreBLEU.")  # fmt: skip
+    if prepared:  # a corpus written tokenized (IWSLT'14): BLEU is on that text
+        lines.append("BLEU and chrF: sacreBLEU on the output as the corpus is written (tokenized, "
+                     "lower-cased)" + (f", BLEU signature `{signatures[0]}`" if len(signatures) == 1 else "")
+                     + ". tok. BLEU: BLEU-4 on the same text by fairseq's scorer, the number the "
+                     "papers report for this corpus.")  # fmt: skip
+    else:
+        lines.append("BLEU and chrF: sacreBLEU on detokenized output"
+                     + (f" (BLEU signature `{signatures[0]}`)" if len(signatures) == 1 else "") + ". "
+                     "tok. BLEU: Moses-tokenized (compound-split for German), as the papers report; "
+                     "not comparable with sacreBLEU.")  # fmt: skip
     if len(signatures) > 1:
         lines += [f"- signature: `{s}`" for s in signatures]
+    seeds = seed_table(rows)
+    if seeds:
+        lines += ["", seeds.rstrip("\n")]
+    return "\n".join(lines) + "\n"
+
+
+def seed_table(rows):
+    """Mean and standard deviation (n - 1) over seeds of each method, depth and batch that
+    was run with more than one seed; empty when there is none."""
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["layers"], r["batch"]), []).append(r)
+    groups = {key: runs for key, runs in groups.items() if len({r["seed"] for r in runs}) > 1}
+    if not groups:
+        return ""
+
+    def spread(values, digits):
+        values = [v for v in values if v is not None]
+        if not values:
+            return "-"
+        if len(values) == 1:
+            return f"{values[0]:.{digits}f}"
+        return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+    head = ["method", "layers", "batch", "seeds", "best valid loss", "BLEU", "tok. BLEU", "not ok"]
+    lines = ["Over seeds (mean ± standard deviation with n - 1, of the runs whose status is ok):", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]  # fmt: skip
+    for (method, layers, batch), runs in groups.items():
+        ok = [r for r in runs if r["status"] == "ok"]
+        cells = [method, layers, batch, " ".join(str(r["seed"]) for r in runs),
+                 spread([r["best_valid_loss"] for r in ok], 3), spread([r["bleu"] for r in ok], 2),
+                 spread([r["tokenized_bleu"] for r in ok], 2),
+                 ", ".join(f"{r['seed']} {r['status']}" for r in runs if r["status"] != "ok") or "-"]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -209,7 +253,7 @@ def compare(run_dirs, out_dir, subset="test", title=None, log=print):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("runs", nargs="+", help="run folders")
     parser.add_argument("--out", required=True, help="where the table and the plot go")
     parser.add_argument("--subset", default="test")

