@@ -9,7 +9,7 @@ setup:
 
 # All CPU tests, the slow end-to-end ones included (GPU tests skip themselves without CUDA).
 test: setup
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --durations=20
 
 # Everything but the tests marked slow.
 test-fast: setup
