@@ -247,7 +247,7 @@ def markdown(results):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--out", default="results/reinmax", help="output folder")
     parser.add_argument("--quick", action="store_true", help="fewer samples, steps and seeds")
     parser.add_argument("--samples", type=int, default=None)

@@ -323,7 +323,7 @@ def markdown(res):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--out", default="results/bench_training")
     parser.add_argument("--data", default=None, help="work folder for the Bible slice (default: a cache)")
     parser.add_argument("--quick", action="store_true")

@@ -19,7 +19,7 @@ from admin_fairseq.export import ExportError, export_checkpoint, max_logprob_dif
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--input", required=True, help="checkpoint written with --arch transformer_admin*")
     parser.add_argument("--output", required=True, help="where to write the plain transformer checkpoint")
     parser.add_argument("--data", default=None,

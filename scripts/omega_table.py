@@ -10,7 +10,7 @@ from admin_fairseq.core.omega import omega_table
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("n", nargs="*", type=int, default=[12, 18, 36, 120, 180, 300],
                         help="numbers of residual sub-layers per stack (2L encoder, 3L decoder)")
     print(omega_table(parser.parse_args().n))

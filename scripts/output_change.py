@@ -154,7 +154,7 @@ def plot(rows, path):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--out", default="results/output_change", help="output folder")
     parser.add_argument("--quick", action="store_true", help=f"depths {QUICK_DEPTHS}, one seed")
     parser.add_argument("--depths", type=int, nargs="+", help=f"layers per stack (default {DEPTHS})")

@@ -36,7 +36,7 @@ def table(folders, methods):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("folders", nargs="+", help="main-job output folders")
     parser.add_argument("--methods", default="post-ln,pre-ln,admin")
     args = parser.parse_args(argv)

@@ -12,8 +12,8 @@ For a loss that is quadratic in ``D`` and ``tau = 1`` its expectation is the exa
 gradient of ``E[f(D)]``; ST's is not. It costs one more softmax than ST.
 
 Here, unlike the reference package: any shape and any category dimension, non-contiguous
-input, sampling and gradients computed in fp32 whatever the input dtype (results come back
-in the input dtype), an optional ``torch.Generator``, and clear errors for ``tau < 1`` and
+input, sampling and gradients computed in float32 for fp16/bf16 input and in float64 for
+float64 input (results come back in the input dtype), an optional ``torch.Generator``, and clear errors for ``tau < 1`` and
 non-finite logits.
 """
 
@@ -46,9 +46,11 @@ def _check_logits(logits, check_finite):
 
 
 def _to_2d(logits, dim):
-    """fp32 copy of ``logits`` with the category dimension last, flattened to 2-D."""
+    """``logits`` with the category dimension last, flattened to 2-D, in the wider of
+    float32 and its own dtype (fp16/bf16 are computed in float32, float64 stays float64)."""
     moved = logits.movedim(dim, -1)
-    return moved.float().reshape(-1, moved.shape[-1]), moved.shape
+    wide = torch.promote_types(moved.dtype, torch.float32)
+    return moved.to(wide).reshape(-1, moved.shape[-1]), moved.shape
 
 
 def _from_2d(tensor, moved_shape, dim, dtype):
@@ -95,7 +97,8 @@ def reinmax(logits, tau=1.0, dim=-1, generator=None, check_finite=True):
     """Sample a one-hot ``y_hard`` from ``softmax(logits)`` with ReinMax gradients.
 
     Args:
-        logits: unnormalised log-probabilities, any shape; fp16/bf16 are computed in fp32.
+        logits: unnormalised log-probabilities, any shape; fp16/bf16 are computed in fp32,
+            float64 in float64.
         tau: temperature >= 1 used in the backward pass only (``pi_tau``); the sample is
             always drawn at temperature 1.
         dim: the category dimension.

@@ -216,7 +216,7 @@ def _format_counts(counts):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--pair", default="en-fr", help="SRC-TGT from en, fr, de (default en-fr)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--test-book", type=int, default=MARK, help="held-out book (41 = Mark)")

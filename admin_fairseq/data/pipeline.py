@@ -62,7 +62,7 @@ def binarize_bible(out_dir, pair="en-fr", train_size=None, valid_size=500, test_
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--pair", default="en-fr")
     parser.add_argument("--out", required=True)
     parser.add_argument("--train-size", type=int, default=None)

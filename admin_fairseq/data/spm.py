@@ -103,7 +103,7 @@ def train_and_encode(data_dir, src, tgt, vocab_size=8000, splits=SPLITS, log=pri
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--data", required=True, help="folder with {train,valid,test}.{lang}")
     parser.add_argument("--src", required=True)
     parser.add_argument("--tgt", required=True)
