@@ -311,11 +311,7 @@ def prepare_wmt(corpus, out_dir, raw_dir, offline=False, vocab_size=None, worker
         sums = input_checksums(task, raw_dir)
         (out_dir / "inputs.json").write_text(json.dumps(sums, indent=2) + "\n")
         text_done.write_text("ok\n")
-    log(f"[2/3] sentencepiece ({vocab_size} joint pieces)")
-    _sentencepiece(out_dir, task.src, task.tgt, vocab_size, workers, log)
-    log("[3/3] fairseq-preprocess --joined-dictionary")
-    fairseq_preprocess(out_dir / "spm", out_dir / "bin", task.src, task.tgt,
-                       workers=workers or os.cpu_count() or 1, log=log)  # fmt: skip
+    _encode_and_binarize(out_dir, task.src, task.tgt, vocab_size, workers, log)
     return task.src, task.tgt, settings
 
 
@@ -337,11 +333,7 @@ def prepare_iwslt14(out_dir, raw_dir, offline=False, vocab_size=None, workers=No
         iwslt14.write_text(out_dir, splits, _atomic_write_lines)
         (out_dir / "inputs.json").write_text(json.dumps(iwslt14.input_checksum(raw_dir), indent=2) + "\n")
         text_done.write_text("ok\n")
-    log(f"[2/3] sentencepiece ({vocab_size} joint pieces, on the tokenized text)")
-    _sentencepiece(out_dir, iwslt14.SRC, iwslt14.TGT, vocab_size, workers, log)
-    log("[3/3] fairseq-preprocess --joined-dictionary")
-    fairseq_preprocess(out_dir / "spm", out_dir / "bin", iwslt14.SRC, iwslt14.TGT,
-                       workers=workers or os.cpu_count() or 1, log=log)  # fmt: skip
+    _encode_and_binarize(out_dir, iwslt14.SRC, iwslt14.TGT, vocab_size, workers, log, "on the tokenized text")
     return iwslt14.SRC, iwslt14.TGT, settings
 
 
@@ -397,12 +389,17 @@ def prepare_text(out_dir, src, tgt, train, valid=None, test=None, vocab_size=Non
             _atomic_write_lines(out_dir / f"{split}.{tgt}", (t for _, t in rows))
         (out_dir / "inputs.json").write_text(json.dumps(sums, indent=2) + "\n")
         text_done.write_text("ok\n")
-    log(f"[2/3] sentencepiece ({vocab_size} joint pieces)")
+    _encode_and_binarize(out_dir, src, tgt, vocab_size, workers, log)
+    return src, tgt, settings
+
+
+def _encode_and_binarize(out_dir, src, tgt, vocab_size, workers, log, how=""):
+    """Steps 2 and 3 of every corpus: the joint sentencepiece model and fairseq's binaries."""
+    log(f"[2/3] sentencepiece ({vocab_size} joint pieces{', ' + how if how else ''})")
     _sentencepiece(out_dir, src, tgt, vocab_size, workers, log)
     log("[3/3] fairseq-preprocess --joined-dictionary")
     fairseq_preprocess(out_dir / "spm", out_dir / "bin", src, tgt,
                        workers=workers or os.cpu_count() or 1, log=log)  # fmt: skip
-    return src, tgt, settings
 
 
 def _sentencepiece(out_dir, src, tgt, vocab_size, workers, log):
