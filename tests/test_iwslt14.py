@@ -250,3 +250,4 @@ def test_chain_on_the_small_archive_with_two_seeds(iwslt_data, tmp_path):
         assert float(row["tokenized_bleu"]) == pytest.approx(fairseq_bleu(hyps, references))
     table = (tmp_path / "runs" / "comparison" / "comparison.md").read_text()
     assert "| admin | 1-1 | 1x4096 | 1 2 |" in table and "Over seeds" in table
+    assert "tok. BLEU: BLEU-4 on the same text by fairseq's scorer" in table  # not the Moses-pass note

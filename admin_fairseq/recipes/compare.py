@@ -124,14 +124,14 @@ def summarize(run_dir, subset="test"):
         "updates": updates, "best_valid_loss": min(finite_valid) if finite_valid else None,
         "last_train_loss": train_losses[-1] if train_losses else None, "status": status,
         "bleu": None, "chrf": None, "tokenized_bleu": None, "bleu_signature": "",
-        "seed": info.get("seed"), "tokenized_bleu_method": "",
+        "seed": info.get("seed"), "text_form": None,
     }  # fmt: skip
     eval_path = run_dir / "eval" / f"{subset}.json"
     if eval_path.exists():
         scores = json.loads(eval_path.read_text())
         row.update(bleu=scores["bleu"], chrf=scores["chrf"], tokenized_bleu=scores["tokenized_bleu"],
                    bleu_signature=scores["bleu_signature"],
-                   tokenized_bleu_method=scores.get("tokenized_bleu_method", ""))  # fmt: skip
+                   text_form=scores.get("text_form"))  # fmt: skip
     return row, log
 
 
@@ -153,9 +153,8 @@ def markdown_table(rows):
                  _fmt(r["tokenized_bleu"])]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     signatures = sorted({r["bleu_signature"] for r in rows if r["bleu_signature"]})
-    prepared = sorted({r["tokenized_bleu_method"] for r in rows if "as prepared" in r["tokenized_bleu_method"]})
     lines.append("")
-    if prepared:  # a corpus written tokenized (IWSLT'14): BLEU is on that text
+    if any(r["text_form"] for r in rows):  # a corpus written tokenized (IWSLT'14): BLEU is on that text
         lines.append("BLEU and chrF: sacreBLEU on the output as the corpus is written (tokenized, "
                      "lower-cased)" + (f", BLEU signature `{signatures[0]}`" if len(signatures) == 1 else "")
                      + ". tok. BLEU: BLEU-4 on the same text by fairseq's scorer, the number the "

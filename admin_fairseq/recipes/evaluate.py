@@ -252,7 +252,7 @@ def evaluate(run_dir, data_dir=None, avg_last=None, beam=None, lenpen=None, subs
     (out_dir / f"hypotheses-{subset}.{tgt}").write_text("\n".join(hypotheses) + "\n", encoding="utf-8")
     record = {
         "subset": subset, "src": src, "tgt": tgt, **scores,
-        "tokenized_bleu": tok_bleu, "tokenized_bleu_method": tok_how,
+        "tokenized_bleu": tok_bleu, "tokenized_bleu_method": tok_how, "text_form": text_form,
         "beam": beam, "lenpen": lenpen, "checkpoints": [p.name for p in checkpoints],
         "averaging": f"epochs {avg_epochs}" if avg_epochs else f"last {len(checkpoints)} on disk",
         "generate_command": shlex.join(command),

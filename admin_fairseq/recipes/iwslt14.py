@@ -118,9 +118,8 @@ def tokenizer(lang):
     return lambda line: moses.tokenize(line, escape=True, return_str=True)
 
 
-def keep_pair(src_tokens, tgt_tokens):
-    """``clean-corpus-n.perl -ratio 1.5 ... 1 175`` on one pair of token counts."""
-    ns, nt = src_tokens, tgt_tokens
+def keep_pair(ns, nt):
+    """``clean-corpus-n.perl -ratio 1.5 ... 1 175`` on one pair's token counts."""
     if not (MIN_TOKENS <= ns <= MAX_TOKENS and MIN_TOKENS <= nt <= MAX_TOKENS):
         return False
     return ns / nt <= MAX_RATIO and nt / ns <= MAX_RATIO
@@ -203,10 +202,3 @@ def fetch(raw_dir, offline, download, log=print):
         )
     raw_dir.mkdir(parents=True, exist_ok=True)
     download(URLS[1], raw_dir / ARCHIVE, log)
-
-
-def write_text(out_dir, splits, write_lines):
-    for split, pairs in splits.items():
-        write_lines(out_dir / f"{split}.{SRC}", (s for s, _ in pairs))
-        write_lines(out_dir / f"{split}.{TGT}", (t for _, t in pairs))
-    return {split: len(pairs) for split, pairs in splits.items()}

@@ -121,6 +121,13 @@ def _atomic_write_lines(path, lines):
     return n
 
 
+def _write_splits(out_dir, src, tgt, splits):
+    """``{out_dir}/{split}.{src,tgt}`` from ``{split: [(src line, tgt line)]}``."""
+    for split, pairs in splits.items():
+        _atomic_write_lines(out_dir / f"{split}.{src}", (s for s, _ in pairs))
+        _atomic_write_lines(out_dir / f"{split}.{tgt}", (t for _, t in pairs))
+
+
 # ---------------------------------------------------------------- download and extraction
 
 
@@ -330,7 +337,7 @@ def prepare_iwslt14(out_dir, raw_dir, offline=False, vocab_size=None, workers=No
             "lower-casing, splits")  # fmt: skip
         iwslt14.fetch(raw_dir, offline, _download, log)
         splits = iwslt14.build_splits(iwslt14.Archive(raw_dir), log)
-        iwslt14.write_text(out_dir, splits, _atomic_write_lines)
+        _write_splits(out_dir, iwslt14.SRC, iwslt14.TGT, splits)
         (out_dir / "inputs.json").write_text(json.dumps(iwslt14.input_checksum(raw_dir), indent=2) + "\n")
         text_done.write_text("ok\n")
     _encode_and_binarize(out_dir, iwslt14.SRC, iwslt14.TGT, vocab_size, workers, log, "on the tokenized text")
@@ -384,9 +391,7 @@ def prepare_text(out_dir, src, tgt, train, valid=None, test=None, vocab_size=Non
     if text_done.exists():
         log(f"  {out_dir}: text already written")
     else:
-        for split, rows in (("train", cleaned), ("valid", splits["valid"]), ("test", splits["test"])):
-            _atomic_write_lines(out_dir / f"{split}.{src}", (s for s, _ in rows))
-            _atomic_write_lines(out_dir / f"{split}.{tgt}", (t for _, t in rows))
+        _write_splits(out_dir, src, tgt, {"train": cleaned, **splits})
         (out_dir / "inputs.json").write_text(json.dumps(sums, indent=2) + "\n")
         text_done.write_text("ok\n")
     _encode_and_binarize(out_dir, src, tgt, vocab_size, workers, log)
