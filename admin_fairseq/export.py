@@ -2,25 +2,25 @@
 
 Every Admin sub-layer computes ``LN(omega * x + f(x))``, where ``x`` is the output of the
 previous normalisation (a LayerNorm, or the embeddings for the first sub-layer of a stack).
-Two exact rewrites remove omega:
+Two exact rewrites remove omega, for a scalar and for a per-dimension omega alike:
 
-* **Through the preceding LayerNorm** (scalar or per-dimension omega): multiply that
-  LayerNorm's weight and bias by omega, so that it outputs ``omega * x``, which is then the
-  plain skip branch; divide the input columns of the branch's first linear layers by omega
-  (q/k/v for self-attention, q only for cross-attention, fc1 for the FFN), so that ``f``
-  sees ``x`` as before. The preceding LayerNorm's output feeds nothing else, so nothing
-  else changes.
-* **Into the embeddings**, for the first sub-layer of a stack when there is no
-  ``--layernorm-embedding``: scale the token and learned positional embeddings by omega.
-  Impossible with sinusoidal positions (not parameters) or tied embeddings (the same matrix
-  also serves the other stack or the output projection).
+* **Through the preceding LayerNorm:** multiply that LayerNorm's weight and bias by omega,
+  so that it outputs ``omega * x``, which is then the plain skip branch; divide the input
+  columns of the branch's first linear layers by omega (q/k/v for self-attention, q only
+  for cross-attention, fc1 for the FFN), so that ``f`` sees ``x`` as before. The preceding
+  LayerNorm's output feeds nothing else, so nothing else changes.
+* **Into the embeddings,** for the first sub-layer of a stack when there is no
+  ``--layernorm-embedding``: the stack's input is ``embed_scale * E[token] + P[position]``,
+  so scaling ``E`` and ``P`` by omega (``embed_scale`` unchanged) makes it ``omega * x``;
+  the branch's first linear layers are divided as above. Where ``E`` is shared (with the
+  other stack or with the decoder's output projection) the export unties it: the stack
+  gets its own scaled copy and the output projection keeps the trained matrix. Sinusoidal
+  positions are not parameters, so the export writes them as a learned table of
+  ``max_positions`` rows (fairseq's own sinusoid values, scaled). The result is still a
+  plain ``transformer``, somewhat larger; the report gives the parameters added.
 
-Where neither applies and omega is a scalar, the first sub-layer uses the identity
-``LN(omega*x + f) = LN_eps'(x + f/omega)`` with ``eps' = eps/omega^2``: divide the branch's
-last linear layer (``out_proj``) by omega. A plain ``transformer`` keeps ``eps`` at 1e-5, so
-this one step is exact only up to that eps change, and the export reports it. With a
-per-dimension omega there is no such identity, and the export refuses, saying what to train
-with instead.
+A decoder that projects its input embeddings (``--decoder-input-dim``) or adaptive input
+embeddings have no such fold; the export refuses them and says why.
 """
 
 import copy
@@ -42,7 +42,8 @@ class ExportError(ValueError):
 class ExportReport:
     output: str
     steps: list = field(default_factory=list)  # one line per sub-layer fold
-    approximate: list = field(default_factory=list)  # sub-layers exact only up to eps
+    changes: list = field(default_factory=list)  # model settings the folds changed
+    added_parameters: int = 0  # untied embedding copies and position tables
     max_abs_diff: float = None  # of the decoder's log-probabilities on a sample batch
 
 
@@ -57,44 +58,87 @@ def _sublayers(args, side):
     for i in range(layers):
         p = f"{side}.layers.{i}"
         attn = [f"{p}.self_attn.{x}_proj" for x in "qkv"]
-        out.append((i, "self_attn", attn, previous, f"{p}.self_attn.out_proj"))
+        out.append((i, "self_attn", attn, previous))
         previous = f"{p}.self_attn_layer_norm"
         if has_cross:
-            out.append((i, "encoder_attn", [f"{p}.encoder_attn.q_proj"], previous,
-                        f"{p}.encoder_attn.out_proj"))  # fmt: skip
+            out.append((i, "encoder_attn", [f"{p}.encoder_attn.q_proj"], previous))
             previous = f"{p}.encoder_attn_layer_norm"
-        out.append((i, "ffn", [f"{p}.fc1"], previous, f"{p}.fc2"))
+        out.append((i, "ffn", [f"{p}.fc1"], previous))
         previous = f"{p}.final_layer_norm"
     return out
 
 
 def _embedding_blocker(args, side):
     """Why omega cannot be folded into this stack's embeddings, or None if it can."""
-    learned = getattr(args, f"{side}_learned_pos", False)
-    if not learned and not getattr(args, "no_token_positional_embeddings", False):
-        return "its positions are sinusoidal (fixed, not parameters)"
-    if getattr(args, "share_all_embeddings", False):
-        return "the encoder and decoder share one embedding matrix (--share-all-embeddings)"
-    if side == "decoder" and getattr(args, "share_decoder_input_output_embed", False):
-        return ("the decoder's input embeddings are tied to its output projection "
-                "(--share-decoder-input-output-embed)")  # fmt: skip
     if side == "decoder" and getattr(args, "decoder_input_dim", None) not in (
         None, getattr(args, "decoder_embed_dim", None),
     ):  # fmt: skip
         return "the decoder projects its input embeddings (--decoder-input-dim)"
     if getattr(args, "adaptive_input", False):
-        return "it uses adaptive input embeddings"
+        return "it uses adaptive input embeddings (--adaptive-input)"
     return None
 
 
+def _positions_as_table(args, side, dim):
+    """fairseq's sinusoidal position embeddings of ``side``, as the weight of the learned
+    table that ``--{side}-learned-pos`` builds (``max_positions + padding_idx + 1`` rows,
+    the padding row zero). The token dictionary's padding index is fairseq's default."""
+    from fairseq.data import Dictionary
+    from fairseq.modules import SinusoidalPositionalEmbedding
+
+    padding_idx = Dictionary().pad()
+    max_positions = getattr(args, "max_source_positions" if side == "encoder" else "max_target_positions")
+    return SinusoidalPositionalEmbedding.get_embedding(max_positions + padding_idx + 1, dim, padding_idx)
+
+
+def _fold_into_embeddings(sd, args, side, omega, changes):
+    """Scale ``side``'s token and position embeddings by omega, untying and tabulating
+    where needed; record the setting changes; return the number of parameters added."""
+    blocker = _embedding_blocker(args, side)
+    if blocker is not None:
+        raise ExportError(
+            f"cannot fold the omega of the first {side} sub-layer into the {side} embeddings: "
+            f"{blocker}. Train with --layernorm-embedding, whose LayerNorm takes the fold."
+        )  # fmt: skip
+    added = 0
+    tokens = f"{side}.embed_tokens.weight"
+    trained = sd[tokens]
+    if side == "decoder" and (args.share_decoder_input_output_embed or args.share_all_embeddings):
+        sd["decoder.output_projection.weight"] = trained.clone()  # keeps the trained matrix
+        if args.share_decoder_input_output_embed:
+            args.share_decoder_input_output_embed = False
+            changes.append("share_decoder_input_output_embed: True -> False")
+        added += trained.numel()
+    if args.share_all_embeddings:
+        args.share_all_embeddings = False
+        changes.append("share_all_embeddings: True -> False")
+        added += trained.numel()  # the encoder and the decoder now have one matrix each
+    sd[tokens] = trained * omega
+    if getattr(args, "no_token_positional_embeddings", False):
+        return added
+    positions = f"{side}.embed_positions.weight"
+    if not getattr(args, f"{side}_learned_pos", False):
+        sd.pop(f"{side}.embed_positions._float_tensor", None)
+        sd[positions] = _positions_as_table(args, side, trained.shape[1])
+        setattr(args, f"{side}_learned_pos", True)
+        changes.append(f"{side}_learned_pos: False -> True (the sinusoids as a table)")
+        added += sd[positions].numel()
+    sd[positions] = sd[positions] * omega
+    return added
+
+
 def fold_omegas(state_dict, args):
-    """Return ``(new_state_dict, steps, approximate)``: the weights of a plain transformer
-    computing the same function, without any ``*_residual.omega`` entry."""
+    """Return ``(new_state_dict, new_args, steps, changes, added)``: the weights and model
+    settings of a plain transformer computing the same function, without any
+    ``*_residual.omega`` entry. ``args`` itself is not modified."""
     # the profiled-Admin flag buffer has no meaning (and no place) in a plain transformer
     sd = {k: v.clone() for k, v in state_dict.items() if k != "admin_omega_profiled"}
-    steps, approximate = [], []
+    args = copy.deepcopy(args)
+    for flag in ("share_all_embeddings", "share_decoder_input_output_embed"):
+        setattr(args, flag, bool(getattr(args, flag, False)))
+    steps, changes, added = [], [], 0
     for side in ("encoder", "decoder"):
-        for i, name, inputs, norm, last_linear in _sublayers(args, side):
+        for i, name, inputs, norm in _sublayers(args, side):
             key = f"{side}.layers.{i}.{name}_residual.omega"
             if key not in sd:
                 raise ExportError(f"{key} is missing from the checkpoint; is it an Admin model?")
@@ -103,42 +147,17 @@ def fold_omegas(state_dict, args):
             if norm is not None:
                 sd[f"{norm}.weight"] = sd[f"{norm}.weight"] * omega
                 sd[f"{norm}.bias"] = sd[f"{norm}.bias"] * omega
-                for linear in inputs:
-                    sd[f"{linear}.weight"] = sd[f"{linear}.weight"] / omega
-                steps.append(f"{where}: omega folded into {norm} and {', '.join(inputs)}")
-                continue
-            blocker = _embedding_blocker(args, side)
-            if blocker is None:
-                sd[f"{side}.embed_tokens.weight"] = sd[f"{side}.embed_tokens.weight"] * omega
-                pos = f"{side}.embed_positions.weight"
-                if pos in sd:
-                    sd[pos] = sd[pos] * omega
-                for linear in inputs:
-                    sd[f"{linear}.weight"] = sd[f"{linear}.weight"] / omega
-                steps.append(f"{where}: omega folded into the {side} embeddings and {', '.join(inputs)}")
-            elif omega.numel() == 1:
-                sd[f"{last_linear}.weight"] = sd[f"{last_linear}.weight"] / omega
-                sd[f"{last_linear}.bias"] = sd[f"{last_linear}.bias"] / omega
-                ln = f"{side}.layers.{i}.{name}_layer_norm"
-                value = omega.item()
-                approximate.append(
-                    f"{where}: omega = {value:.4f} folded into {last_linear}; exact with "
-                    f"{ln} eps = {1e-5 / value**2:.3g}, the plain model keeps 1e-5"
-                )
-                steps.append(approximate[-1])
+                target = norm
             else:
-                raise ExportError(
-                    f"cannot fold the per-dimension omega of the first {side} sub-layer: "
-                    f"there is no LayerNorm before it (the model was trained without "
-                    f"--layernorm-embedding) and the embeddings cannot absorb it because "
-                    f"{blocker}. Train with --layernorm-embedding (recommended), or without "
-                    f"--admin-as-parameter (scalar omega), or with learned positions and "
-                    f"untied embeddings."
-                )
+                added += _fold_into_embeddings(sd, args, side, omega, changes)
+                target = f"the {side} embeddings"
+            for linear in inputs:
+                sd[f"{linear}.weight"] = sd[f"{linear}.weight"] / omega
+            steps.append(f"{where}: omega folded into {target} and {', '.join(inputs)}")
     leftover = [k for k in sd if k.endswith(ADMIN_KEY_SUFFIX)]
     if leftover:
         raise ExportError(f"unexpected omega entries left after folding: {leftover[:4]}")
-    return sd, steps, approximate
+    return sd, args, steps, changes, added
 
 
 def plain_model_args(args):
@@ -177,12 +196,14 @@ def export_checkpoint(input_path, output_path):
         raise ExportError(
             f"{input_path} holds a {getattr(args, 'arch', '?')!r} model, not transformer_admin"
         )
-    if getattr(args, "encoder_normalize_before", False) or getattr(args, "decoder_normalize_before", False):
-        raise ExportError("Pre-LN models have no omega to fold")
-    if getattr(args, "admin_init", False) or getattr(args, "deepnet", False):
-        model_sd, steps, approximate = fold_omegas(state["model"], args)
+    pre_ln = getattr(args, "encoder_normalize_before", False) or getattr(args, "decoder_normalize_before", False)
+    changes, added = [], 0
+    if pre_ln:
+        model_sd, steps = dict(state["model"]), ["Pre-LN has no omega: weights copied"]
+    elif getattr(args, "admin_init", False) or getattr(args, "deepnet", False):
+        model_sd, args, steps, changes, added = fold_omegas(state["model"], args)
     else:
-        model_sd, steps, approximate = dict(state["model"]), ["Admin was off: weights copied"], []
+        model_sd, steps = dict(state["model"]), ["Admin was off: weights copied"]
     out_cfg = {k: v for k, v in _to_container(cfg).items() if k != "model"}
     out_cfg["model"] = plain_model_args(args)
     if isinstance(out_cfg.get("common"), dict):
@@ -195,7 +216,7 @@ def export_checkpoint(input_path, output_path):
         "extra_state": {"exported_from": str(input_path)},
     }
     _atomic_save(exported, output_path)
-    return ExportReport(output=str(output_path), steps=steps, approximate=approximate)
+    return ExportReport(output=str(output_path), steps=steps, changes=changes, added_parameters=added)
 
 
 def _to_container(cfg):

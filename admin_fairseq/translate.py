@@ -1,0 +1,214 @@
+"""Translate raw text with a trained model: one sentence per line in, one translation per line out.
+
+    python -m admin_fairseq.translate --model models/admin-ct2 < input.en > output.fr
+    python -m admin_fairseq.translate --model outputs/main/runs/admin/checkpoint_last.pt \
+        --beam 4 < input.en > output.fr
+
+``--model`` is either a CTranslate2 model folder written by ``python -m admin_fairseq.ct2``
+or a fairseq checkpoint (Admin, DeepNet, a baseline, or an exported plain transformer),
+which is run with fairseq's own beam search. The sentencepiece model is applied to the
+input and removed from the output; the order of the lines is kept and an empty line gives
+an empty line. The defaults are fairseq-generate's (beam 5, length penalty 1, at most
+``0 * source length + 200`` tokens), so both kinds of model translate alike. Progress goes
+to stderr when the input is long.
+"""
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from admin_fairseq.ct2 import RECORD, DeployError, data_files, model_kind, read_checkpoint, text_form_of
+
+PROGRESS_EVERY = 5.0  # seconds between progress lines on stderr
+
+
+def read_lines(stream, name="<stdin>"):
+    """Lines of a byte stream as text, line ends (LF or CRLF) removed; DeployError naming the
+    line and its bytes when one is not UTF-8."""
+    lines = []
+    for number, raw in enumerate(stream, 1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            bad = raw.rstrip(b"\r\n")[max(err.start - 8, 0):err.end + 8]
+            raise DeployError(f"{name} line {number} is not UTF-8 (bytes {bad!r} at byte "
+                              f"{err.start}); convert the input to UTF-8 first") from err  # fmt: skip
+        lines.append(text.rstrip("\r\n"))
+    return lines
+
+
+class Pieces:
+    """Sentencepiece in both directions, plus the text form a corpus was prepared in."""
+
+    def __init__(self, spm_path, text_form=None, lang=None):
+        import sentencepiece
+
+        self.processor = sentencepiece.SentencePieceProcessor(model_file=str(spm_path))
+        self.text_form = text_form
+        self.tokenizer = None
+        if text_form:  # e.g. IWSLT'14: the model reads Moses-tokenized, lower-cased text
+            from sacremoses import MosesTokenizer
+
+            self.tokenizer = MosesTokenizer(lang=lang)
+
+    def encode(self, line):
+        if self.tokenizer is not None:
+            line = self.tokenizer.tokenize(line, escape=True, return_str=True).lower()
+        return self.processor.encode(line, out_type=str)
+
+    def decode(self, pieces):
+        return self.processor.decode(pieces)
+
+
+class Ct2Model:
+    def __init__(self, folder, beam, lenpen, max_len_a, max_len_b, threads, compute_type):
+        import ctranslate2
+
+        folder = Path(folder)
+        record_path = folder / RECORD
+        if not (folder / "model.bin").is_file() or not record_path.is_file():
+            raise DeployError(f"{folder} is not a CTranslate2 model folder written by "
+                              f"admin_fairseq.ct2 (it needs model.bin and {RECORD})")  # fmt: skip
+        record = json.loads(record_path.read_text())
+        spm_path = folder / record["sentencepiece"]
+        if not spm_path.is_file():
+            raise DeployError(f"sentencepiece model {spm_path} is missing from the model folder")
+        self.pieces = Pieces(spm_path, record.get("text_form"), record["source_lang"])
+        self.translator = ctranslate2.Translator(str(folder), device="cpu", compute_type=compute_type,
+                                                 intra_threads=threads)  # fmt: skip
+        self.beam, self.lenpen, self.max_len_a, self.max_len_b = beam, lenpen, max_len_a, max_len_b
+        self.describe = f"CTranslate2 {ctranslate2.__version__} ({compute_type}) {folder}"
+
+    def translate(self, batch):
+        longest = max(len(p) for p in batch) + 1  # fairseq counts the source's eos
+        results = self.translator.translate_batch(
+            batch, beam_size=self.beam, length_penalty=self.lenpen, max_batch_size=len(batch),
+            max_decoding_length=int(self.max_len_a * longest + self.max_len_b),
+            min_decoding_length=1,  # fairseq's min_len: no empty translation
+        )  # fmt: skip
+        return [r.hypotheses[0] for r in results]
+
+
+class FairseqModel:
+    def __init__(self, path, beam, lenpen, max_len_a, max_len_b, threads, data=None, spm_model=None):
+        import torch
+
+        from fairseq import checkpoint_utils
+
+        _, model_args, task_args = read_checkpoint(path)
+        model_kind(model_args)  # refuses what is neither an Admin model nor a plain transformer
+        bin_dir, src, tgt, spm_path = data_files(model_args, task_args, path, data, spm_model)
+        # importing admin_fairseq (done above) has registered the plugin's models
+        if threads:
+            torch.set_num_threads(threads)
+        models, cfg, task = checkpoint_utils.load_model_ensemble_and_task(
+            [str(path)], arg_overrides={"data": str(bin_dir)}
+        )  # fmt: skip
+        self.model = models[0].eval()
+        self.task = task
+        self.src_dict, self.tgt_dict = task.source_dictionary, task.target_dictionary
+        gen_args = argparse.Namespace(beam=beam, lenpen=lenpen, max_len_a=max_len_a, max_len_b=max_len_b)
+        self.generator = task.build_generator([self.model], gen_args)
+        self.pieces = Pieces(spm_path, text_form_of(bin_dir), src)
+        self.describe = f"fairseq (beam search of fairseq-generate) {path}"
+
+    def translate(self, batch):
+        import torch
+
+        tokens = [self.src_dict.encode_line(" ".join(p), add_if_not_exist=False, append_eos=True).long()
+                  for p in batch]  # fmt: skip
+        lengths = torch.tensor([len(t) for t in tokens])
+        dataset = self.task.build_dataset_for_inference(tokens, lengths.tolist())
+        sample = dataset.collater([dataset[i] for i in range(len(tokens))])
+        with torch.no_grad():
+            out = self.task.inference_step(self.generator, [self.model], sample)
+        hyps = [None] * len(batch)
+        for k, sample_id in enumerate(sample["id"].tolist()):
+            best = out[k][0]["tokens"]
+            text = self.tgt_dict.string(best)  # pieces joined by spaces, eos removed
+            hyps[sample_id] = text.split()
+        return hyps
+
+
+def translate_lines(model, lines, batch_size, log=None):
+    """Translations of ``lines`` in order; empty lines stay empty. Batches are made of
+    sentences of similar length (as fairseq-generate makes them) and put back in order."""
+    encoded = [(i, model.pieces.encode(line)) for i, line in enumerate(lines) if line.strip()]
+    order = sorted(encoded, key=lambda item: len(item[1]))
+    out = [""] * len(lines)
+    start = last_report = time.time()
+    done = 0
+    for first in range(0, len(order), batch_size):
+        chunk = order[first:first + batch_size]
+        for (i, _), pieces in zip(chunk, model.translate([p for _, p in chunk])):
+            out[i] = model.pieces.decode(pieces)
+        done += len(chunk)
+        if log is not None and time.time() - last_report >= PROGRESS_EVERY and done < len(order):
+            last_report = time.time()
+            rate = done / (last_report - start)
+            log(f"[translate] {done:,}/{len(order):,} sentences, {rate:.1f}/s, "
+                f"~{(len(order) - done) / rate:.0f} s left")  # fmt: skip
+    return out
+
+
+def load_model(args):
+    path = Path(args.model)
+    if path.is_dir():
+        return Ct2Model(path, args.beam, args.lenpen, args.max_len_a, args.max_len_b,
+                        args.threads or os.cpu_count() or 1, args.compute_type)  # fmt: skip
+    if path.is_file():
+        if args.compute_type != "default":
+            raise DeployError("--compute-type applies to CTranslate2 model folders, not to checkpoints")
+        return FairseqModel(path, args.beam, args.lenpen, args.max_len_a, args.max_len_b, args.threads,
+                            args.data, args.spm)  # fmt: skip
+    raise DeployError(f"--model {path} does not exist (a CTranslate2 folder or a checkpoint file)")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--model", required=True, help="CTranslate2 model folder or fairseq checkpoint")
+    parser.add_argument("--beam", type=int, default=5, help="beam size (default 5)")
+    parser.add_argument("--lenpen", type=float, default=1.0, help="length penalty (default 1)")
+    parser.add_argument("--max-len-a", type=float, default=0.0, help="longest output: a * source length + b")
+    parser.add_argument("--max-len-b", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=64, help="sentences per batch (default 64)")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (default: all cores)")
+    parser.add_argument("--compute-type", default="default", help="CTranslate2 folders: default (the "
+                        "type converted to), float32, int8, int8_float32, int16, ...")  # fmt: skip
+    parser.add_argument("--data", help="checkpoints: binarised data folder (default: the checkpoint's)")
+    parser.add_argument("--spm", help="checkpoints: sentencepiece model (default: next to the data)")
+    parser.add_argument("--input", help="read this file instead of stdin")
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    args = parser.parse_args(argv)
+    if args.beam < 1 or args.batch_size < 1:
+        parser.exit(2, "translate: error: --beam and --batch-size must be 1 or more\n")
+    logging.getLogger("fairseq").setLevel(logging.WARNING)
+    log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    try:
+        if args.input:
+            with open(args.input, "rb") as f:
+                lines = read_lines(f, args.input)
+        else:
+            lines = read_lines(sys.stdin.buffer)
+        start = time.time()
+        model = load_model(args)
+        loaded = time.time()
+        translations = translate_lines(model, lines, args.batch_size, log)
+    except DeployError as err:
+        print(f"translate: error: {err}", file=sys.stderr)
+        return 2
+    sys.stdout.write("".join(t + "\n" for t in translations))
+    sys.stdout.flush()
+    if log is not None:
+        log(f"[translate] {len(lines):,} lines with {model.describe}: model loaded in "
+            f"{loaded - start:.1f} s, translated in {time.time() - loaded:.1f} s")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""From a trained checkpoint to translations: the CTranslate2 conversion (admin_fairseq.ct2)
+and the translate command (admin_fairseq.translate), against fairseq-generate."""
+
+import io
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from admin_fairseq.ct2 import DeployError
+from admin_fairseq.evaluation import score
+from admin_fairseq.translate import read_lines, translate_lines
+
+from conftest import REPO, USER_DIR, run_cli
+
+SHAPE = [
+    "--arch", "transformer_admin_tiny", "--encoder-layers", "3", "--decoder-layers", "3",
+    "--encoder-embed-dim", "64", "--decoder-embed-dim", "64",
+    "--encoder-ffn-embed-dim", "128", "--decoder-ffn-embed-dim", "128",
+    "--encoder-attention-heads", "2", "--decoder-attention-heads", "2",
+]  # fmt: skip
+TRAIN = [
+    "--optimizer", "adam", "--lr", "3e-3", "--lr-scheduler", "inverse_sqrt",
+    "--warmup-updates", "60", "--criterion", "label_smoothed_cross_entropy",
+    "--label-smoothing", "0.1", "--max-tokens", "2048", "--max-update", "250", "--seed", "3",
+    "--no-progress-bar", "--no-epoch-checkpoints", "--num-workers", "0", "--share-all-embeddings",
+]  # fmt: skip
+MODELS = {  # the recipes' and the main job's embeddings: shared, sinusoidal positions
+    "vector omega": ["--admin-init", "--admin-as-parameter"],
+    "scalar omega": ["--admin-init"],
+    "deepnet": ["--deepnet"],
+}
+DECODING = ["--beam", "4", "--lenpen", "1", "--max-len-a", "0", "--max-len-b", "80"]  # no batch-dependent limit
+
+
+def test_lines_are_read_as_utf8_with_the_line_named():
+    assert read_lines(io.BytesIO(b"one\r\n\r\ntwo\n"), "in.txt") == ["one", "", "two"]
+    with pytest.raises(DeployError, match=r"in.txt line 2 is not UTF-8 \(bytes b'caf\\xe9'"):
+        read_lines(io.BytesIO(b"fine\ncaf\xe9\n"), "in.txt")
+
+
+class _Reverser:
+    """A stand-in model for the batching logic alone: pieces are characters, the
+    'translation' reverses them; it records the batches it was given."""
+
+    class pieces:
+        encode = staticmethod(list)
+        decode = staticmethod("".join)
+
+    def __init__(self):
+        self.batches = []
+
+    def translate(self, batch):
+        self.batches.append(batch)
+        return [p[::-1] for p in batch]
+
+
+def test_order_and_empty_lines_are_kept_across_length_sorted_batches():
+    lines = ["abcdef", "", "xy", "   ", "klmnopq", "z", "abc"]
+    model = _Reverser()
+    assert translate_lines(model, lines, batch_size=2) == ["fedcba", "", "yx", "", "qponmlk", "z", "cba"]
+    assert [len(b) for b in model.batches] == [2, 2, 1]  # five non-empty lines
+    assert [len(p) for b in model.batches for p in b] == [1, 2, 3, 6, 7]  # similar lengths together
+
+
+def _train(bible, save_dir, flags):
+    run_cli("fairseq-train", bible["bin"], "--user-dir", USER_DIR, *SHAPE, *flags, *TRAIN,
+            "--save-dir", save_dir, cwd=save_dir.parent)  # fmt: skip
+    return save_dir / "checkpoint_last.pt"
+
+
+def _generate(bible, checkpoint, cwd):
+    """fairseq-generate's translations of the test set, detokenized, in test-set order."""
+    import sentencepiece
+
+    result = run_cli("fairseq-generate", bible["bin"], "--user-dir", USER_DIR, "--path", checkpoint,
+                     "--gen-subset", "test", *DECODING, "--batch-size", "16",
+                     "--required-batch-size-multiple", "1", cwd=cwd)  # fmt: skip
+    hyps = dict(re.findall(r"^H-(\d+)\t\S+\t(.*)$", result.stdout, flags=re.M))
+    processor = sentencepiece.SentencePieceProcessor(model_file=str(bible["raw"] / "spm.model"))
+    return [processor.decode(hyps[str(i)].split()) for i in range(len(hyps))]
+
+
+def _translate(model, source, *extra):
+    return subprocess.run([sys.executable, "-m", "admin_fairseq.translate", "--model", str(model),
+                           *DECODING, "--batch-size", "16", "--threads", "2", *extra],
+                          input=source, capture_output=True, timeout=900)  # fmt: skip
+
+
+def _convert(checkpoint, out, *extra):
+    return subprocess.run([sys.executable, "-m", "admin_fairseq.ct2", "--checkpoint", str(checkpoint),
+                           "--out", str(out), *extra], capture_output=True, text=True, timeout=900)  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(MODELS))
+def test_ctranslate2_translates_as_fairseq_generate(bible, tmp_path, case):
+    checkpoint = _train(bible, tmp_path / "ckpt", MODELS[case])
+    source = (bible["raw"] / "test.en").read_bytes()
+    references = (bible["raw"] / "test.fr").read_text().splitlines()
+    generated = _generate(bible, checkpoint, tmp_path)
+
+    # the translate command on the checkpoint itself runs fairseq's beam search: the same lines
+    own = _translate(checkpoint, source)
+    assert own.returncode == 0, own.stderr.decode()[-3000:]
+    assert own.stdout.decode().splitlines() == generated
+
+    outputs = {}
+    for quantization in ("float32", "int8"):
+        folder = tmp_path / f"ct2-{quantization}"
+        result = _convert(checkpoint, folder, "--quantization", quantization)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert {"model.bin", "config.json", "spm.model", "admin_fairseq.json"} <= {
+            p.name for p in folder.iterdir()}
+        record = json.loads((folder / "admin_fairseq.json").read_text())
+        assert record["quantization"] == quantization and record["source_lang"] == "en"
+        assert record["fold"]["added_parameters"] > 0  # untied embeddings, sinusoids as a table
+        translated = _translate(folder, source)
+        assert translated.returncode == 0, translated.stderr.decode()[-3000:]
+        outputs[quantization] = translated.stdout.decode().splitlines()
+        assert len(outputs[quantization]) == len(references)
+
+    same = sum(a == b for a, b in zip(outputs["float32"], generated))
+    print(f"{case}: float32 {same}/{len(generated)} lines identical to fairseq-generate")
+    assert same >= len(generated) - 2, [(a, b) for a, b in zip(outputs["float32"], generated) if a != b]
+    bleu = {q: score(h, references)["bleu"] for q, h in outputs.items()}
+    bleu["fairseq"] = score(generated, references)["bleu"]
+    print(f"{case}: BLEU {bleu}")
+    assert abs(bleu["float32"] - bleu["fairseq"]) <= 0.3
+    assert abs(bleu["int8"] - bleu["float32"]) <= 1.0  # the stated int8 distance (docs/deployment.md)
+
+
+@pytest.mark.slow
+def test_refusals_name_the_problem_and_write_nothing(bible, tmp_path):
+    checkpoint = _train(bible, tmp_path / "ckpt", ["--admin-init", "--max-update", "5"])
+
+    result = _convert(checkpoint, tmp_path / "out", "--data", tmp_path)
+    assert result.returncode == 2 and f"no dictionary (dict.*.txt) in {tmp_path};" in result.stderr
+    (tmp_path / "dict.en.txt").write_text("a 1\n")  # a folder with one side's dictionary only
+    (tmp_path / "train.en-fr.en.idx").write_text("")
+    result = _convert(checkpoint, tmp_path / "out", "--data", tmp_path)
+    assert result.returncode == 2 and f"dictionary {tmp_path / 'dict.fr.txt'} not found" in result.stderr
+    result = _convert(checkpoint, tmp_path / "out", "--spm", tmp_path / "none.model")
+    assert result.returncode == 2 and "sentencepiece model" in result.stderr and "--spm" in result.stderr
+    result = _convert(tmp_path / "missing.pt", tmp_path / "out")
+    assert result.returncode == 2 and "missing.pt does not exist" in result.stderr
+    (tmp_path / "junk.pt").write_text("not a checkpoint")
+    result = _convert(tmp_path / "junk.pt", tmp_path / "out")
+    assert result.returncode == 2 and "not a readable PyTorch checkpoint" in result.stderr
+    lstm = tmp_path / "lstm"
+    run_cli("fairseq-train", bible["bin"], "--arch", "lstm", "--encoder-layers", "1", "--decoder-layers", "1",
+            "--encoder-embed-dim", "16", "--decoder-embed-dim", "16", "--encoder-hidden-size", "16",
+            "--decoder-hidden-size", "16", "--decoder-out-embed-dim", "16", "--optimizer", "adam",
+            "--max-tokens", "1024", "--max-update", "1", "--no-progress-bar", "--num-workers", "0",
+            "--save-dir", lstm, cwd=tmp_path)  # fmt: skip
+    result = _convert(lstm / "checkpoint_last.pt", tmp_path / "out")
+    assert result.returncode == 2 and "holds a 'lstm' model" in result.stderr
+    result = _convert(checkpoint, tmp_path / "out", "--quantization", "int3")
+    assert result.returncode == 2 and "--quantization" in result.stderr
+    assert not (tmp_path / "out").exists()
+    assert not list(tmp_path.glob(".out.*"))  # no temporary folder left behind
+
+    folder = tmp_path / "ct2"
+    assert _convert(checkpoint, folder).returncode == 0
+    result = _convert(checkpoint, folder)
+    assert result.returncode == 2 and "exists; choose another --out or pass --force" in result.stderr
+
+    result = _translate(tmp_path / "ckpt", b"hello\n")
+    assert result.returncode == 2 and b"is not a CTranslate2 model folder" in result.stderr
+    result = _translate(folder, b"good\nbad \xff\xfe line\n")
+    assert result.returncode == 2 and b"<stdin> line 2 is not UTF-8" in result.stderr
+    assert result.stdout == b""  # nothing translated, nothing printed
+    (folder / "spm.model").unlink()
+    result = _translate(folder, b"hello\n")
+    assert result.returncode == 2 and b"spm.model is missing from the model folder" in result.stderr
