@@ -16,7 +16,8 @@ init method and device given explicitly: one process directly, one node with sev
 through ``torchrun --standalone``, several nodes through ``torchrun`` (``--nodes``,
 ``--node-rank``, ``--master-addr``), or a Slurm allocation through ``srun`` (``--slurm``).
 fairseq resumes from ``checkpoint_last.pt`` when the same command is run again. Flags after
-``--`` go to ``fairseq-train`` last, so they override ours.
+``--`` go to ``fairseq-train`` too: one that the recipe also sets replaces the recipe's value
+in place, so every flag appears once in the command that runs and in ``run.json``.
 """
 
 import argparse
@@ -202,6 +203,37 @@ def slurm_layout(env):
     return nodes, per_node
 
 
+def _flag_groups(flags):
+    """``["--a", "1", "--b", "--c", "x", "y"]`` -> ``[["--a", "1"], ["--b"], ["--c", "x", "y"]]``."""
+    groups = []
+    for token in flags:
+        if token.startswith("--") or not groups:
+            groups.append([token])
+        else:
+            groups[-1].append(token)
+    return groups
+
+
+def merge_flags(flags, overrides):
+    """``flags`` with each flag of ``overrides`` replacing the same flag in place (or added at
+    the end when absent), so that every flag appears once: the command that runs is the
+    command that is recorded, without a later value silently winning over an earlier one."""
+    groups = _flag_groups(flags)
+    def name(group):  # --lr=2e-3 and --lr 2e-3 are the same flag
+        return group[0].split("=", 1)[0]
+
+    where = {name(group): i for i, group in enumerate(groups) if group[0].startswith("--")}
+    for group in _flag_groups(overrides):
+        if not group[0].startswith("--"):
+            raise RecipeError(f"extra fairseq-train flags must start with --; got {group[0]!r}")
+        if name(group) in where:
+            groups[where[name(group)]] = group
+        else:
+            where[name(group)] = len(groups)
+            groups.append(group)
+    return [token for group in groups for token in group]
+
+
 def _launch(kind, extra=()):
     return [sys.executable, "-m", "admin_fairseq.launch", "--launcher", kind, *extra, "--"]
 
@@ -319,7 +351,7 @@ def build(args, env=None):
         if workers > 1:  # fairseq's default DDP wrapper asks for a CUDA device
             flags += ["--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp"]
     flags += ["--distributed-world-size", str(workers)]
-    flags += list(args.extra)  # last, so that they override ours
+    flags = merge_flags(flags, list(args.extra))  # the user's flags replace ours, each once
 
     if args.slurm:
         launcher = ["srun", "--nodes", str(nodes), "--ntasks-per-node", str(per_node),
@@ -467,8 +499,11 @@ def _tee(command, log_path, env, on_line, log):
         return proc.wait()
 
 
-def run(commands, info, log=print, on_line=None):
+def run(commands, info, log=print, on_line=None, env_extra=None):
     """Run the training command(s), teeing the output; return the exit code.
+
+    ``env_extra`` is added to the environment of the commands (the main job sets
+    ``OMP_NUM_THREADS`` there when it trains several models side by side).
 
     The node with ``--node-rank 0`` writes ``run.json`` (decisions, command, outcome) and
     ``train.log``; another node writes only ``logs/node{R}.log``. Ranks other than 0 write
@@ -487,6 +522,7 @@ def run(commands, info, log=print, on_line=None):
     env = dict(os.environ)
     if info["cpu"]:
         env.setdefault("CUDA_VISIBLE_DEVICES", "")
+    env.update(env_extra or {})
     start = time.time()
     code = 0
     for command in commands:
