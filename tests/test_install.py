@@ -33,7 +33,8 @@ def test_pip_install_into_an_environment_with_fairseq_keeps_it(tmp_path):
     seen through a .pth file, stands in for it): `pip install -e .` adds admin-fairseq and
     replaces or adds nothing else, and the package's requirements name no fairseq."""
     env = tmp_path / "user-env"
-    subprocess.run([sys.executable, "-m", "venv", str(env)], check=True, timeout=300)
+    # no pip or setuptools of its own: those of the environment it sees (pip runs from there)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True, timeout=300)
     python = env / "bin" / "python"
     site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
