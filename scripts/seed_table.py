@@ -1,10 +1,11 @@
 """Put the comparison tables of several main-job runs (one per seed) side by side.
 
     python scripts/seed_table.py results/main_job results/main_job_seeds/seed2 ... \
-        --methods post-ln,pre-ln,admin > results/main_job_seeds/summary.md
+        > results/main_job_seeds/summary.md
 
 Reads each folder's ``comparison.csv`` and ``main_job.json`` (for its seed) and prints, per
-method, the best validation loss, sacreBLEU and chrF of every seed and their mean.
+method (by default every method that all the folders have), the best validation loss,
+sacreBLEU and chrF of every seed and their mean.
 """
 
 import argparse
@@ -38,9 +39,14 @@ def table(folders, methods):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("folders", nargs="+", help="main-job output folders")
-    parser.add_argument("--methods", default="post-ln,pre-ln,admin")
+    parser.add_argument("--methods", help="comma-separated (default: those every folder has)")
     args = parser.parse_args(argv)
-    print(table(args.folders, args.methods.split(",")), end="")
+    if args.methods:
+        methods = args.methods.split(",")
+    else:
+        runs = [load(f)[1] for f in args.folders]
+        methods = [m for m in runs[0] if all(m in rows for rows in runs)]
+    print(table(args.folders, methods), end="")
 
 
 if __name__ == "__main__":

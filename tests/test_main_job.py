@@ -4,6 +4,8 @@ BLEU table, a CSV and a loss plot out, with every BLEU recomputed from the trans
 import csv
 import json
 import math
+import os
+import re
 import subprocess
 import sys
 
@@ -22,6 +24,8 @@ def test_main_job_small_setting_end_to_end(tmp_path):
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
     log = result.stdout
+    if (os.cpu_count() or 1) >= 2:  # one run per core, at most one per method
+        assert re.search(r"\[main\] 2 runs side by side, \d+ thread\(s\) each \(--jobs\)", log)
     assert "[run 2 of 2: admin 2-2] update 30/30: train loss" in log
     assert "[run 1 of 2: post-ln 2-2] update 15: valid loss" in log
     assert "| post-ln | 2-2 | 1x2048 | 30 |" in log  # the table is printed ...
@@ -39,6 +43,7 @@ def test_main_job_small_setting_end_to_end(tmp_path):
     assert (out / "loss_curves.png").read_bytes()[:4] == b"\x89PNG"
     record = json.loads((out / "main_job.json").read_text())
     assert record["settings"]["updates"] == 30 and record["seconds"]["total"] > 0
+    assert record["settings"]["jobs"] == min(2, os.cpu_count() or 1)
 
     # the same command again keeps the finished runs and reproduces the table
     table = (out / "comparison.md").read_text()
@@ -52,7 +57,9 @@ def test_main_job_small_setting_end_to_end(tmp_path):
 def test_main_job_refuses_bad_options(tmp_path):
     for args, message in ((["--methods", "admin,postln"], "unknown method(s) ['postln']"),
                           (["--pair", "en-es"], "--pair must be en-fr or en-de"),
-                          (["--width", "100"], "--width must be a multiple of 32")):  # fmt: skip
+                          (["--width", "100"], "--width must be a multiple of 32"),
+                          (["--jobs", "0"], "--jobs must be 1 or more"),
+                          (["--jobs", "2", "--gpus", "1"], "--jobs applies to CPU runs")):  # fmt: skip
         result = subprocess.run([sys.executable, "-m", "admin_fairseq.main_job", "--out",
                                  str(tmp_path / "x"), *args], capture_output=True, text=True)  # fmt: skip
         assert result.returncode == 2 and message in result.stderr, result.stderr
@@ -75,7 +82,7 @@ def test_main_job_on_a_users_own_corpus(bible_recipe_data, tmp_path):
         capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
-    assert "[main] step 1/4: preparing your corpus" in result.stdout
+    assert "[main] step 1/3: preparing your corpus" in result.stdout
     assert "test: 100 training pairs held out at random" in result.stdout
     assert "[run 2 of 2: admin 2-2] update 20/20: train loss" in result.stdout
     references = (out / "data" / "test.fr").read_text().splitlines()

@@ -21,6 +21,7 @@ Results go to ``{run}/eval/{subset}.json`` (with the generate command) and are p
 
 import argparse
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -187,7 +188,8 @@ def prepared_text_form(data_dir):
 
 
 def evaluate(run_dir, data_dir=None, avg_last=None, beam=None, lenpen=None, subset="test",
-             max_tokens=8000, cpu=None, generate_args=(), log=print, avg_epochs=None):  # fmt: skip
+             max_tokens=8000, cpu=None, generate_args=(), log=print, avg_epochs=None,
+             env_extra=None):  # fmt: skip
     run_dir = Path(run_dir)
     info_path = run_dir / "run.json"
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
@@ -236,7 +238,8 @@ def evaluate(run_dir, data_dir=None, avg_last=None, beam=None, lenpen=None, subs
     command += list(generate_args)
     log(f"[eval 2/3] translating {len(references):,} {subset} sentences (beam {beam}, lenpen {lenpen})")
     start = time.time()
-    result = subprocess.run(command, capture_output=True, text=True)
+    env = dict(os.environ, **(env_extra or {}))
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
     (out_dir / f"generate-{subset}.txt").write_text(result.stdout)
     if result.returncode != 0:
         raise RecipeError(f"fairseq-generate failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
