@@ -22,7 +22,6 @@ way for all. Writes ``{out}/results.md`` (the table) and ``{out}/results.json``.
 import argparse
 import json
 import os
-import platform
 import re
 import statistics
 import subprocess
@@ -34,18 +33,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+sys.path.insert(0, str(REPO / "scripts"))
+
 from admin_fairseq.ct2 import convert, data_files, read_checkpoint  # noqa: E402
 from admin_fairseq.evaluation import score  # noqa: E402
-
-
-def _cpu_name():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+from bench_training import _cpu_name  # noqa: E402  (the same CPU name in every benchmark)
 
 
 def _timed(command, env):

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Print omega for each output-change scale as a Markdown table (the README's table).
+"""Print omega for each output-change scale as a Markdown table (the table of docs/usage.md).
 
     python scripts/omega_table.py 12 18 24 36 54 120 200 300
 """

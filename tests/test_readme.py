@@ -1,10 +1,13 @@
-"""Keep the README from drifting away from the code."""
+"""Keep the README and the docs pages from drifting away from the code and the results."""
 
 import json
+import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 from fairseq.models import ARCH_MODEL_REGISTRY
 
 from admin_fairseq.core.omega import omega_table
@@ -12,10 +15,12 @@ from admin_fairseq.core.omega import omega_table
 from conftest import REPO
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
+PAGES = {path: path.read_text(encoding="utf-8") for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]}
+TEXT = "\n".join(PAGES.values())  # the README and every docs page
 
 
-def _code_blocks(language):
-    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
+def _code_blocks(language, text=TEXT):
+    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.S)
 
 
 def _run(block):
@@ -27,72 +32,127 @@ def _run(block):
 
 
 def test_python_examples_run_and_print_what_they_say():
-    admin_example, reinmax_example = _code_blocks("python")
+    (admin_example,) = _code_blocks("python", PAGES[REPO / "docs" / "usage.md"])
+    (reinmax_example,) = _code_blocks("python", PAGES[REPO / "docs" / "reinmax.md"])
     assert _run(admin_example) == ["torch.Size([5, 32])", "2.6013"]
     assert _run(reinmax_example) == ["True torch.Size([8, 10])"]
 
 
 def test_reinmax_table_is_the_scripts_output():
     table = (REPO / "results" / "reinmax" / "results.md").read_text(encoding="utf-8")
-    assert table in README
+    assert table in TEXT
 
 
 def test_omega_table_is_the_scripts_output():
     rows = [12, 18, 24, 36, 54, 120, 200, 300]
-    assert f"python scripts/omega_table.py {' '.join(map(str, rows))}" in README
-    assert omega_table(rows) in README
+    assert f"python scripts/omega_table.py {' '.join(map(str, rows))}" in TEXT
+    assert omega_table(rows) in TEXT
 
 
 def test_every_preset_is_documented_and_every_documented_arch_exists():
     ours = {a for a, m in ARCH_MODEL_REGISTRY.items() if m.__module__.startswith("admin_fairseq")}
-    documented = set(re.findall(r"`(transformer_admin\w*)`", README))
+    documented = set(re.findall(r"`(transformer_admin\w*)`", TEXT))
     assert ours == documented
-    for arch in re.findall(r"--arch (\S+)", README):
+    for arch in re.findall(r"--arch ([\w.]+)", TEXT):
         if not arch.endswith("..."):
             assert arch in ARCH_MODEL_REGISTRY, arch
 
 
 def test_every_admin_flag_is_documented():
     for flag in ("--admin-init", "--admin-output-change-scale", "--admin-as-parameter"):
-        assert f"| `{flag}` |" in README
+        assert f"| `{flag}` |" in TEXT
 
 
 def test_output_change_summary_is_the_scripts_output():
     summary = (REPO / "results" / "output_change" / "summary.md").read_text(encoding="utf-8")
-    assert summary in README
-    assert "results/output_change/output_change.png" in README
+    assert summary in TEXT
+    assert "results/output_change/output_change.png" in TEXT
 
 
 def test_benchmark_table_is_the_scripts_output():
     table = (REPO / "results" / "bench_training" / "results.md").read_text(encoding="utf-8")
-    assert table in README
+    assert table in TEXT
 
 
-def test_main_job_table_is_the_runs_output():
-    run = REPO / "results" / "main_job"
-    assert (run / "comparison.md").read_text(encoding="utf-8") in README
-    assert "results/main_job/loss_curves.png" in README
+@pytest.mark.parametrize("folder,page", [("main_job", "README.md"), ("main_job_all_methods", "docs/main-job.md")])
+def test_main_job_tables_are_the_runs_output(folder, page):
+    text = PAGES[REPO / page]
+    run = REPO / "results" / folder
+    assert (run / "comparison.md").read_text(encoding="utf-8") in text
+    assert f"results/{folder}/loss_curves.png" in text
     assert (run / "loss_curves.png").read_bytes()[:4] == b"\x89PNG"
     record = json.loads((run / "main_job.json").read_text())
     minutes = record["seconds"]["total"] / 60
-    assert f"{minutes:.1f} minutes" in README  # the time the README states is the run's
+    assert f"{minutes:.1f} minutes" in text  # the time the page states is the run's
 
 
-def test_readme_commands_name_existing_scripts_and_modules():
-    for module in re.findall(r"python -m (admin_fairseq[\w.]*)", README):
+def test_commands_name_existing_scripts_and_modules():
+    for module in re.findall(r"python -m (admin_fairseq[\w.]*)", TEXT):
         path = REPO / (module.replace(".", "/") + ".py")
         assert path.exists() or (REPO / module.replace(".", "/") / "__init__.py").exists(), module
-    for script in re.findall(r"bash (recipes/\w+\.sh|scripts/\w+\.sh)", README):
+    for script in re.findall(r"bash (recipes/\w+\.sh|scripts/\w+\.sh)", TEXT):
         assert (REPO / script).exists(), script
-    for target in re.findall(r"^make (\w[\w-]*)", README, flags=re.M):
+    for target in re.findall(r"^make (\w[\w-]*)", TEXT, flags=re.M):
         assert re.search(rf"^{target}:", (REPO / "Makefile").read_text(), flags=re.M), target
 
 
-def test_seed_table_is_the_scripts_output_on_the_committed_runs():
-    folders = [REPO / "results" / "main_job"] + sorted((REPO / "results" / "main_job_seeds").glob("seed*"))
+@pytest.mark.parametrize("first,seeds", [("main_job", "main_job_seeds"),
+                                         ("main_job_all_methods", "main_job_all_methods_seeds")])
+def test_seed_tables_are_the_scripts_output_on_the_committed_runs(first, seeds):
+    folders = [REPO / "results" / first] + sorted((REPO / "results" / seeds).glob("seed*"))
+    assert len(folders) >= 2
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "seed_table.py"), *map(str, folders)],
                             capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 0, result.stderr
-    summary = (REPO / "results" / "main_job_seeds" / "summary.md").read_text(encoding="utf-8")
+    summary = (REPO / "results" / seeds / "summary.md").read_text(encoding="utf-8")
     assert result.stdout == summary
-    assert summary in README
+    assert summary in TEXT
+
+
+def test_readme_is_short():
+    assert len(README.splitlines()) <= 250
+
+
+def _anchors(text):
+    """GitHub's anchors of a page's headings."""
+    anchors = set()
+    for heading in re.findall(r"^#+ (.+)$", re.sub(r"```.*?```", "", text, flags=re.S), flags=re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        anchors.add(slug)
+    return anchors
+
+
+def test_every_link_resolves():
+    checked = 0
+    for path, text in PAGES.items():
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+://", target):
+                continue  # a web address: not checked offline
+            file, _, anchor = target.partition("#")
+            resolved = (path.parent / file).resolve() if file else path
+            assert resolved.exists(), f"{path.name}: link to {target}: {resolved} does not exist"
+            if anchor:
+                assert anchor in _anchors(resolved.read_text(encoding="utf-8")), f"{path.name}: no #{anchor} in {file or path.name}"
+            checked += 1
+    assert checked >= 30
+
+
+@pytest.mark.slow
+def test_the_readmes_fairseq_example_runs_as_written(tmp_path):
+    """The README's data, fairseq-train and fairseq-generate commands, run as written (from
+    a folder where `admin_fairseq` is the plugin's folder, as in the repository root)."""
+    section = README.split("## Train your own model with fairseq", 1)[1].split("\n## ", 1)[0]
+    (block,) = _code_blocks("bash", section)
+    (tmp_path / "admin_fairseq").symlink_to(REPO / "admin_fairseq")
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=1500)  # fmt: skip
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert (tmp_path / "checkpoints" / "bible-admin-6l" / "checkpoint_last.pt").exists()
+    assert re.search(r"Generate test with beam=4: BLEU = [\d.]+", result.stdout + result.stderr)
+
+
+def test_translation_benchmark_tables_are_the_scripts_output():
+    assert (REPO / "results" / "bench_translate" / "results.md").read_text(encoding="utf-8") in README
+    backends = (REPO / "results" / "bench_translate" / "backends.md").read_text(encoding="utf-8")
+    assert backends in PAGES[REPO / "docs" / "deployment.md"]

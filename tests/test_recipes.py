@@ -507,19 +507,26 @@ def test_compare_flags_divergence_and_writes_files(tmp_path):
     assert (tmp_path / "out" / "loss_curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def _main_job_curves():
-    """Validation curves of the committed main-job run, read from its console log."""
+def _main_job_curves(folder):
+    """Validation curves of a committed main-job run, read from its console log."""
     curves = {}
-    log = (REPO / "results" / "main_job" / "log.txt").read_text()
+    log = (REPO / "results" / folder / "log.txt").read_text()
     for method, update, loss in re.findall(r"\[run \d+ of \d+: (\S+) 12-12\] update (\d+): valid loss ([\d.]+)", log):
         curves.setdefault(method, []).append((int(update), float(loss)))
     return curves
 
 
 def test_stalled_rule_on_the_main_jobs_own_logs():
-    curves = _main_job_curves()
+    curves = _main_job_curves("main_job")  # the default: 1,400 updates, validated every 100
+    assert sorted(curves) == ["admin", "post-ln"]
+    assert all(len(c) >= 14 for c in curves.values())  # every 100 updates, and at the end of an epoch
+    gains = {m: compare.second_half_gain(c) for m, c in curves.items()}
+    assert gains["post-ln"] < 0.25 < 0.5 < gains["admin"]
+    assert compare.stalled_runs(curves) == {"post-ln"}
+
+    curves = _main_job_curves("main_job_all_methods")  # five methods, 400 updates, every 50
     assert sorted(curves) == ["admin", "admin-profiled", "deepnet", "post-ln", "pre-ln"]
-    assert all(len(c) == 8 for c in curves.values())  # every 50 of 400 updates
+    assert all(len(c) == 8 for c in curves.values())
     gains = {m: compare.second_half_gain(c) for m, c in curves.items()}
     assert gains["post-ln"] == pytest.approx(9.581 - 9.491)  # update 200 to its best
     assert min(g for m, g in gains.items() if m != "post-ln") > 0.85
@@ -713,3 +720,37 @@ def test_slurm_sbatch_dry_run_for_two_nodes_of_eight_gpus(tmp_path):
     assert command.startswith("srun --nodes 2 --ntasks-per-node 8 --kill-on-bad-exit=1 ")
     assert "-m admin_fairseq.launch --launcher slurm --master-port 29500 -- " in command
     assert " --distributed-world-size 16" in command and " --update-freq 16 " in command
+
+
+def _repeated_flags(command):
+    flags = [token.split("=", 1)[0] for token in command if token.startswith("--")]
+    return sorted({flag for flag in flags if flags.count(flag) > 1})
+
+
+@pytest.mark.parametrize("method,batch", itertools.product(train.METHODS, tuple(train.PUBLISHED_BATCHES)))
+def test_every_flag_appears_once_in_recipe_commands(method, batch):
+    for size in (None, "big", "cpu"):
+        for extra in ([], ["--lr", "5e-4", "--max-update=10", "--patience", "3"]):
+            gpus = 1 if batch == "1x4096" else 8
+            commands, info = _build(method=method, batch=batch, size=size, extra=extra, gpus=gpus)
+            for command in commands:
+                assert _repeated_flags(_fairseq_flags(command)) == [], (size, extra)
+            assert info["command"] == shlex.join(commands[-1])
+            if extra:  # the user's values replace the recipe's, in place
+                flags = _fairseq_flags(commands[-1])
+                assert _flag(flags, "--lr") == "5e-4" and "--max-update=10" in flags
+                assert flags[-2:] == ["--patience", "3"]  # a flag the recipe lacks comes last
+
+
+def test_every_flag_appears_once_in_the_main_jobs_commands(tmp_path):
+    from admin_fairseq import main_job
+
+    for argv in ([], ["--quick"], ["--width", "128", "--methods", "admin-profiled,deepnet,pre-ln"]):
+        settings = main_job.settings_from(main_job.parse_args(argv))
+        for method in settings["methods"].split(","):
+            commands, info = main_job.training_command(settings, method, tmp_path / "data", tmp_path / method)
+            flags = _fairseq_flags(commands[-1])
+            assert _repeated_flags(flags) == [], (argv, method)
+            assert _flag(flags, "--max-update") == str(settings["updates"])
+            assert _flag(flags, "--encoder-embed-dim") == str(settings["width"])
+            assert _flag(flags, "--lr") == settings["lr"]
