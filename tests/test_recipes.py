@@ -186,7 +186,8 @@ def test_dry_run_cli_prints_arithmetic_and_command():
            "x --update-freq 64" in arithmetic
     flags = _fairseq_flags(cmd)
     assert flags[0] == "data/wmt17-en-de/bin"
-    assert cmd[-2:] == ["--max-update", "50000"]  # passed through last, so it wins
+    assert _flag(flags, "--max-update") == "50000"  # the user's value replaces the recipe's 100000
+    assert flags.count("--max-update") == 1
 
 
 def test_dry_run_multi_node_goes_through_torchrun():
