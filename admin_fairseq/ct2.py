@@ -35,7 +35,8 @@ class DeployError(ValueError):
 
 
 def read_checkpoint(path):
-    """The checkpoint's model settings (a Namespace) and task settings (a dict)."""
+    """The checkpoint (mapped, not read into memory), its model settings (a Namespace) and its
+    task settings (a dict)."""
     import torch
 
     path = Path(path)

@@ -9,8 +9,10 @@ or a fairseq checkpoint (Admin, DeepNet, a baseline, or an exported plain transf
 which is run with fairseq's own beam search. The sentencepiece model is applied to the
 input and removed from the output; the order of the lines is kept and an empty line gives
 an empty line. The defaults are fairseq-generate's (beam 5, length penalty 1, at most
-``0 * source length + 200`` tokens), so both kinds of model translate alike. Progress goes
-to stderr when the input is long.
+``0 * source length + 200`` tokens), so both kinds of model translate alike. A CTranslate2
+model translates one batch per thread, ``--threads`` batches at a time (the fastest split
+for translating files on the CPUs measured in docs/deployment.md; ``--intra-threads`` gives
+each batch more threads). Progress goes to stderr when the input is long.
 """
 
 import argparse
@@ -65,7 +67,10 @@ class Pieces:
 
 
 class Ct2Model:
-    def __init__(self, folder, beam, lenpen, max_len_a, max_len_b, threads, compute_type):
+    """A CTranslate2 folder. ``threads`` CPU threads in all: ``threads // intra_threads``
+    batches are translated at the same time, each with ``intra_threads`` threads."""
+
+    def __init__(self, folder, beam, lenpen, max_len_a, max_len_b, threads, compute_type, intra_threads=1):
         import ctranslate2
 
         folder = Path(folder)
@@ -77,20 +82,36 @@ class Ct2Model:
         spm_path = folder / record["sentencepiece"]
         if not spm_path.is_file():
             raise DeployError(f"sentencepiece model {spm_path} is missing from the model folder")
+        if not 1 <= intra_threads <= threads:
+            raise DeployError(f"--intra-threads {intra_threads} must be between 1 and --threads ({threads})")
         self.pieces = Pieces(spm_path, record.get("text_form"), record["source_lang"])
+        self.parallel = threads // intra_threads
         self.translator = ctranslate2.Translator(str(folder), device="cpu", compute_type=compute_type,
-                                                 intra_threads=threads)  # fmt: skip
+                                                 inter_threads=self.parallel,
+                                                 intra_threads=intra_threads)  # fmt: skip
         self.beam, self.lenpen, self.max_len_a, self.max_len_b = beam, lenpen, max_len_a, max_len_b
-        self.describe = f"CTranslate2 {ctranslate2.__version__} ({compute_type}) {folder}"
+        self.describe = (f"CTranslate2 {ctranslate2.__version__} ({compute_type}, {self.parallel} batch(es) "
+                         f"at a time x {intra_threads} thread(s)) {folder}")  # fmt: skip
 
-    def translate(self, batch):
+    def _submit(self, batch):
         longest = max(len(p) for p in batch) + 1  # fairseq counts the source's eos
-        results = self.translator.translate_batch(
+        return self.translator.translate_batch(
             batch, beam_size=self.beam, length_penalty=self.lenpen, max_batch_size=len(batch),
             max_decoding_length=int(self.max_len_a * longest + self.max_len_b),
             min_decoding_length=1,  # fairseq's min_len: no empty translation
+            asynchronous=True,
         )  # fmt: skip
-        return [r.hypotheses[0] for r in results]
+
+    def translate_batches(self, batches):
+        """Translations of each batch, in order; up to twice ``parallel`` batches are queued
+        so that every worker has the next one ready."""
+        pending = []
+        for batch in batches:
+            pending.append(self._submit(batch))
+            if len(pending) > 2 * self.parallel:
+                yield [r.result().hypotheses[0] for r in pending.pop(0)]
+        for futures in pending:
+            yield [r.result().hypotheses[0] for r in futures]
 
 
 class FairseqModel:
@@ -116,7 +137,11 @@ class FairseqModel:
         self.pieces = Pieces(spm_path, text_form_of(bin_dir), src)
         self.describe = f"fairseq (beam search of fairseq-generate) {path}"
 
-    def translate(self, batch):
+    def translate_batches(self, batches):
+        for batch in batches:
+            yield self._translate(batch)
+
+    def _translate(self, batch):
         import torch
 
         tokens = [self.src_dict.encode_line(" ".join(p), add_if_not_exist=False, append_eos=True).long()
@@ -142,9 +167,10 @@ def translate_lines(model, lines, batch_size, log=None):
     out = [""] * len(lines)
     start = last_report = time.time()
     done = 0
-    for first in range(0, len(order), batch_size):
-        chunk = order[first:first + batch_size]
-        for (i, _), pieces in zip(chunk, model.translate([p for _, p in chunk])):
+    chunks = [order[first:first + batch_size] for first in range(0, len(order), batch_size)]
+    translated = model.translate_batches([[p for _, p in chunk] for chunk in chunks])
+    for chunk, hyps in zip(chunks, translated):
+        for (i, _), pieces in zip(chunk, hyps):
             out[i] = model.pieces.decode(pieces)
         done += len(chunk)
         if log is not None and time.time() - last_report >= PROGRESS_EVERY and done < len(order):
@@ -159,10 +185,12 @@ def load_model(args):
     path = Path(args.model)
     if path.is_dir():
         return Ct2Model(path, args.beam, args.lenpen, args.max_len_a, args.max_len_b,
-                        args.threads or os.cpu_count() or 1, args.compute_type)  # fmt: skip
+                        args.threads or os.cpu_count() or 1, args.compute_type, args.intra_threads)  # fmt: skip
     if path.is_file():
-        if args.compute_type != "default":
-            raise DeployError("--compute-type applies to CTranslate2 model folders, not to checkpoints")
+        for flag, value, default in (("--compute-type", args.compute_type, "default"),
+                                     ("--intra-threads", args.intra_threads, 1)):
+            if value != default:
+                raise DeployError(f"{flag} applies to CTranslate2 model folders, not to checkpoints")
         return FairseqModel(path, args.beam, args.lenpen, args.max_len_a, args.max_len_b, args.threads,
                             args.data, args.spm)  # fmt: skip
     raise DeployError(f"--model {path} does not exist (a CTranslate2 folder or a checkpoint file)")
@@ -178,6 +206,9 @@ def main(argv=None):
     parser.add_argument("--max-len-b", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=64, help="sentences per batch (default 64)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (default: all cores)")
+    parser.add_argument("--intra-threads", type=int, default=1,
+                        help="CTranslate2 folders: threads per batch; --threads / this many batches are "
+                        "translated at the same time (default 1: one batch per thread)")
     parser.add_argument("--compute-type", default="default", help="CTranslate2 folders: default (the "
                         "type converted to), float32, int8, int8_float32, int16, ...")  # fmt: skip
     parser.add_argument("--data", help="checkpoints: binarised data folder (default: the checkpoint's)")

@@ -9,14 +9,18 @@ length penalty and length limit, the same number of CPU threads, for:
 
 1. ``fairseq-generate`` on the binarised test set (the plugin loaded for an Admin model);
 2. ``python -m admin_fairseq.translate`` on the checkpoint (fairseq's beam search, raw text);
-3. the same command on a CTranslate2 float32 folder made by ``admin_fairseq.ct2``;
-4. the same on an int8 folder (and any other ``--compute-types``).
+3. the same command on a CTranslate2 float32 folder made by ``admin_fairseq.ct2``, with its
+   default of one batch per thread (``--threads`` batches translated at the same time);
+4. the same on an int8 folder (and any other ``--compute-types``);
+5. float32 again with ``--intra-threads`` equal to ``--threads``: one batch at a time with
+   all threads on it (CTranslate2's own default), for comparison.
 
 Each is timed as a whole command (start-up and model loading included) and as translation
 time alone (what each command reports: fairseq-generate's "Translated ... in X s", the
-translate command's "translated in X s"); each command runs ``--repeats`` times and the
-median is kept. Target tokens are the sentencepiece pieces of the output, counted the same
-way for all. Writes ``{out}/results.md`` (the table) and ``{out}/results.json``.
+translate command's "translated in X s"); each command runs ``--repeats`` times, in rounds
+(every system once per round, so that a slow spell of a shared machine falls on all of
+them), and the median is kept (every run's time is in ``results.json``). Target tokens
+are the sentencepiece pieces of the output, counted the same way for all. Writes ``{out}/results.md`` (the table) and ``{out}/results.json``.
 """
 
 import argparse
@@ -64,13 +68,13 @@ def run_fairseq_generate(bin_dir, checkpoint, decoding, threads, env):
     return wall, float(found.group(3)), [hyps[str(i)] for i in range(len(hyps))], command
 
 
-def run_translate(model, source, decoding, threads, env, compute_type=None):
+def run_translate(model, source, decoding, threads, env, intra_threads=None):
     command = [sys.executable, "-m", "admin_fairseq.translate", "--model", str(model), "--input", str(source),
                "--beam", str(decoding["beam"]), "--lenpen", str(decoding["lenpen"]),
                "--max-len-a", str(decoding["max_len_a"]), "--max-len-b", str(decoding["max_len_b"]),
                "--batch-size", str(decoding["batch_size"]), "--threads", str(threads)]  # fmt: skip
-    if compute_type:
-        command += ["--compute-type", compute_type]
+    if intra_threads:
+        command += ["--intra-threads", str(intra_threads)]
     wall, result = _timed(command, env)
     found = re.search(r"translated in ([\d.]+) s", result.stderr)
     return wall, float(found.group(1)), result.stdout.splitlines(), command
@@ -114,28 +118,39 @@ def main(argv=None):
                                                                     args.threads, env)),
                    ("translate, fairseq checkpoint", lambda: run_translate(args.checkpoint, source, decoding,
                                                                           args.threads, env))]  # fmt: skip
-        for kind in types:
+        for kind in types:  # the translate command's default: one batch per thread
             systems.append((f"translate, CTranslate2 {kind}",
                             lambda kind=kind: run_translate(folders[kind], source, decoding, args.threads, env)))
-        rows = []
-        for name, run in systems:
-            walls, times = [], []
-            for repeat in range(args.repeats):
+        if args.threads > 1:  # CTranslate2's own default: one batch at a time, all threads on it
+            systems.append((f"translate, CTranslate2 float32, --intra-threads {args.threads}",
+                            lambda: run_translate(folders["float32"], source, decoding, args.threads, env,
+                                                  intra_threads=args.threads)))  # fmt: skip
+        # round by round, every system once per round: a slow spell of a shared machine
+        # falls on all of them alike instead of on one system's runs
+        runs = {name: {"walls": [], "times": []} for name, _ in systems}
+        for repeat in range(args.repeats):
+            for name, run in systems:
                 wall, seconds, hyps, command = run()
-                walls.append(wall)
-                times.append(seconds)
-                print(f"[bench] {name} run {repeat + 1}/{args.repeats}: {wall:.1f} s whole, "
+                runs[name].update(hyps=hyps, command=command)
+                runs[name]["walls"].append(wall)
+                runs[name]["times"].append(seconds)
+                print(f"[bench] round {repeat + 1}/{args.repeats}, {name}: {wall:.1f} s whole, "
                       f"{seconds:.1f} s translating", file=sys.stderr, flush=True)  # fmt: skip
+        rows = []
+        for name, _ in systems:
+            hyps, command = runs[name]["hyps"], runs[name]["command"]
             tokens = sum(len(pieces.encode(h)) + 1 for h in hyps)  # + end of sentence
             scores = score(hyps, references)
-            rows.append({"system": name, "whole_s": statistics.median(walls),
-                         "translate_s": statistics.median(times), "sentences": len(hyps),
-                         "target_tokens": tokens, "bleu": scores["bleu"], "chrf": scores["chrf"],
-                         "hypotheses": hyps, "command": " ".join(map(str, command)).replace(tmp, "TMP")})  # fmt: skip
+            rows.append({"system": name, "whole_s": statistics.median(runs[name]["walls"]),
+                         "translate_s": statistics.median(runs[name]["times"]),
+                         "whole_runs_s": runs[name]["walls"], "translate_runs_s": runs[name]["times"],
+                         "sentences": len(hyps), "target_tokens": tokens, "bleu": scores["bleu"],
+                         "chrf": scores["chrf"], "hypotheses": hyps,
+                         "command": " ".join(map(str, command)).replace(tmp, "TMP")})  # fmt: skip
     base = rows[0]
     lines = [
-        f"| system | whole command (s) | translation (s) | sentences/s | target tokens/s | "
-        f"speed-up (translation) | BLEU | chrF | lines identical to fairseq-generate |",
+        "| system | whole command (s) | translation (s) | sentences/s | target tokens/s | "
+        "speed-up (translation) | BLEU | chrF | lines identical to fairseq-generate |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
@@ -151,7 +166,7 @@ def main(argv=None):
                f"torch {torch.__version__}, CTranslate2 {ctranslate2.__version__}")  # fmt: skip
     setting = (f"{len(references)} sentences of {source.name}, beam {args.beam}, lenpen {args.lenpen}, "
                f"max length {args.max_len_a:g} x source + {args.max_len_b}, {args.batch_size} sentences "
-               f"per batch, median of {args.repeats} runs")  # fmt: skip
+               f"per batch, median of {args.repeats} runs, in rounds")  # fmt: skip
     table = "\n".join(lines) + f"\n\n{machine}. {setting}.\n"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

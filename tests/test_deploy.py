@@ -13,7 +13,7 @@ from admin_fairseq.ct2 import DeployError
 from admin_fairseq.evaluation import score
 from admin_fairseq.translate import read_lines, translate_lines
 
-from conftest import REPO, USER_DIR, run_cli
+from conftest import USER_DIR, run_cli
 
 SHAPE = [
     "--arch", "transformer_admin_tiny", "--encoder-layers", "3", "--decoder-layers", "3",
@@ -52,9 +52,10 @@ class _Reverser:
     def __init__(self):
         self.batches = []
 
-    def translate(self, batch):
-        self.batches.append(batch)
-        return [p[::-1] for p in batch]
+    def translate_batches(self, batches):
+        for batch in batches:
+            self.batches.append(batch)
+            yield [p[::-1] for p in batch]
 
 
 def test_order_and_empty_lines_are_kept_across_length_sorted_batches():
@@ -132,46 +133,69 @@ def test_ctranslate2_translates_as_fairseq_generate(bible, tmp_path, case):
     assert abs(bleu["int8"] - bleu["float32"]) <= 1.0  # the stated int8 distance (docs/deployment.md)
 
 
+def _in_process(main, argv, capsys):
+    """A command's main() run here (one fairseq import for all the refusals): its exit
+    status and what it printed on stderr."""
+    capsys.readouterr()
+    try:
+        status = main([str(a) for a in argv])
+    except SystemExit as exit_:  # argparse's own refusals
+        status = exit_.code
+    return status, capsys.readouterr().err
+
+
 @pytest.mark.slow
-def test_refusals_name_the_problem_and_write_nothing(bible, tmp_path):
+def test_refusals_name_the_problem_and_write_nothing(bible, tmp_path, capsys):
+    import torch
+
+    from admin_fairseq import ct2, translate
+
     checkpoint = _train(bible, tmp_path / "ckpt", ["--admin-init", "--max-update", "5"])
 
-    result = _convert(checkpoint, tmp_path / "out", "--data", tmp_path)
-    assert result.returncode == 2 and f"no dictionary (dict.*.txt) in {tmp_path};" in result.stderr
+    def convert(source, *extra):
+        return _in_process(ct2.main, ["--checkpoint", source, "--out", tmp_path / "out", *extra], capsys)
+
+    status, err = convert(checkpoint, "--data", tmp_path)
+    assert status == 2 and f"no dictionary (dict.*.txt) in {tmp_path};" in err
     (tmp_path / "dict.en.txt").write_text("a 1\n")  # a folder with one side's dictionary only
     (tmp_path / "train.en-fr.en.idx").write_text("")
-    result = _convert(checkpoint, tmp_path / "out", "--data", tmp_path)
-    assert result.returncode == 2 and f"dictionary {tmp_path / 'dict.fr.txt'} not found" in result.stderr
-    result = _convert(checkpoint, tmp_path / "out", "--spm", tmp_path / "none.model")
-    assert result.returncode == 2 and "sentencepiece model" in result.stderr and "--spm" in result.stderr
-    result = _convert(tmp_path / "missing.pt", tmp_path / "out")
-    assert result.returncode == 2 and "missing.pt does not exist" in result.stderr
+    status, err = convert(checkpoint, "--data", tmp_path)
+    assert status == 2 and f"dictionary {tmp_path / 'dict.fr.txt'} not found" in err
+    status, err = convert(checkpoint, "--spm", tmp_path / "none.model")
+    assert status == 2 and "sentencepiece model" in err and "--spm" in err
+    status, err = convert(tmp_path / "missing.pt")
+    assert status == 2 and "missing.pt does not exist" in err
     (tmp_path / "junk.pt").write_text("not a checkpoint")
-    result = _convert(tmp_path / "junk.pt", tmp_path / "out")
-    assert result.returncode == 2 and "not a readable PyTorch checkpoint" in result.stderr
-    lstm = tmp_path / "lstm"
-    run_cli("fairseq-train", bible["bin"], "--arch", "lstm", "--encoder-layers", "1", "--decoder-layers", "1",
-            "--encoder-embed-dim", "16", "--decoder-embed-dim", "16", "--encoder-hidden-size", "16",
-            "--decoder-hidden-size", "16", "--decoder-out-embed-dim", "16", "--optimizer", "adam",
-            "--max-tokens", "1024", "--max-update", "1", "--no-progress-bar", "--num-workers", "0",
-            "--save-dir", lstm, cwd=tmp_path)  # fmt: skip
-    result = _convert(lstm / "checkpoint_last.pt", tmp_path / "out")
-    assert result.returncode == 2 and "holds a 'lstm' model" in result.stderr
-    result = _convert(checkpoint, tmp_path / "out", "--quantization", "int3")
-    assert result.returncode == 2 and "--quantization" in result.stderr
+    status, err = convert(tmp_path / "junk.pt")
+    assert status == 2 and "not a readable PyTorch checkpoint" in err
+    # what fairseq saves for an LSTM, as far as the command reads it (cfg.model)
+    torch.save({"cfg": {"model": {"_name": "lstm", "arch": "lstm"}, "task": {"data": str(bible["bin"])}},
+                "model": {}}, tmp_path / "lstm.pt")  # fmt: skip
+    status, err = convert(tmp_path / "lstm.pt")
+    assert status == 2 and "holds a 'lstm' model" in err
+    status, err = convert(checkpoint, "--quantization", "int3")
+    assert status == 2 and "--quantization" in err
     assert not (tmp_path / "out").exists()
     assert not list(tmp_path.glob(".out.*"))  # no temporary folder left behind
 
     folder = tmp_path / "ct2"
-    assert _convert(checkpoint, folder).returncode == 0
-    result = _convert(checkpoint, folder)
-    assert result.returncode == 2 and "exists; choose another --out or pass --force" in result.stderr
+    assert _convert(checkpoint, folder).returncode == 0  # the command itself, as a user runs it
+    status, err = _in_process(ct2.main, ["--checkpoint", checkpoint, "--out", folder], capsys)
+    assert status == 2 and "exists; choose another --out or pass --force" in err
 
-    result = _translate(tmp_path / "ckpt", b"hello\n")
-    assert result.returncode == 2 and b"is not a CTranslate2 model folder" in result.stderr
-    result = _translate(folder, b"good\nbad \xff\xfe line\n")
+    (tmp_path / "hello.txt").write_text("hello\n")
+    status, err = _in_process(translate.main, ["--model", tmp_path / "ckpt", "--input", tmp_path / "hello.txt"],
+                              capsys)  # fmt: skip
+    assert status == 2 and "is not a CTranslate2 model folder" in err
+    status, err = _in_process(translate.main, ["--model", folder, "--input", tmp_path / "hello.txt",
+                                               "--threads", "2", "--intra-threads", "3"], capsys)  # fmt: skip
+    assert status == 2 and "--intra-threads 3 must be between 1 and --threads (2)" in err
+    status, err = _in_process(translate.main, ["--model", checkpoint, "--input", tmp_path / "hello.txt",
+                                               "--intra-threads", "2"], capsys)  # fmt: skip
+    assert status == 2 and "--intra-threads applies to CTranslate2 model folders" in err
+    result = _translate(folder, b"good\nbad \xff\xfe line\n")  # the command, on stdin
     assert result.returncode == 2 and b"<stdin> line 2 is not UTF-8" in result.stderr
     assert result.stdout == b""  # nothing translated, nothing printed
     (folder / "spm.model").unlink()
-    result = _translate(folder, b"hello\n")
-    assert result.returncode == 2 and b"spm.model is missing from the model folder" in result.stderr
+    status, err = _in_process(translate.main, ["--model", folder, "--input", tmp_path / "hello.txt"], capsys)
+    assert status == 2 and "spm.model is missing from the model folder" in err

@@ -8,15 +8,18 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from admin_fairseq.evaluation import score
 
+from conftest import REPO
+
 
 @pytest.mark.slow
 def test_main_job_small_setting_end_to_end(tmp_path):
-    out = tmp_path / "main"
+    out = tmp_path / "outputs" / "main"  # the default --out, seen from tmp_path
     cmd = [sys.executable, "-m", "admin_fairseq.main_job", "--quick", "--out", str(out),
            "--methods", "post-ln,admin", "--depth", "2-2", "--updates", "30", "--warmup", "10",
            "--valid-every", "15", "--train-size", "2000", "--valid-size", "100",
@@ -52,6 +55,18 @@ def test_main_job_small_setting_end_to_end(tmp_path):
     assert "[main] [run 2 of 2: admin 2-2] already trained with these settings; kept" in again.stdout
     assert "already evaluated; kept" in again.stdout
     assert (out / "comparison.md").read_text() == table
+
+    # the README's translation commands, as written, on this main job's Admin model
+    section = (REPO / "README.md").read_text().split("## Translate with a trained model", 1)[1].split("\n## ")[0]
+    block = re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1)
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    written = re.findall(r"> (\S+)\s*$", block, flags=re.M)[-1]  # the translations' file
+    translations = (tmp_path / written).read_text(encoding="utf-8").splitlines()
+    assert len(translations) == len(references) and all(translations)
+    assert re.search(r"\[translate\] 30 lines with CTranslate2 .* translated in [\d.]+ s", result.stderr)
 
 
 def test_main_job_refuses_bad_options(tmp_path):

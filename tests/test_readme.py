@@ -154,5 +154,5 @@ def test_the_readmes_fairseq_example_runs_as_written(tmp_path):
 
 def test_translation_benchmark_tables_are_the_scripts_output():
     assert (REPO / "results" / "bench_translate" / "results.md").read_text(encoding="utf-8") in README
-    backends = (REPO / "results" / "bench_translate" / "backends.md").read_text(encoding="utf-8")
-    assert backends in PAGES[REPO / "docs" / "deployment.md"]
+    sizes = (REPO / "results" / "bench_translate" / "sizes.md").read_text(encoding="utf-8")
+    assert sizes in PAGES[REPO / "docs" / "deployment.md"]
