@@ -225,7 +225,7 @@ def test_big_model_at_huge_batch_uses_its_learning_rate():
 @pytest.mark.slow
 def test_recipe_run_sh_dry_run_loops_over_methods_and_depths(tmp_path):
     # two methods x two depths: the shell loop (each train.py start imports fairseq, seconds
-    # each); every method x depth x batch command itself is built in test_train_flags_*
+    # each); every method x depth x batch command itself: test_build_uses_the_published_recipe
     methods, depths = ("post-ln", "admin-profiled"), ("6-6", "100-100")
     env = dict(os.environ, DRY_RUN="1", TRAIN_ARGS="--gpus 8", METHODS=" ".join(methods),
                DEPTHS=" ".join(depths), BATCH="128x4096", RUNS=str(tmp_path / "runs"),
