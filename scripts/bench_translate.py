@@ -20,7 +20,8 @@ time alone (what each command reports: fairseq-generate's "Translated ... in X s
 translate command's "translated in X s"); each command runs ``--repeats`` times, in rounds
 (every system once per round, so that a slow spell of a shared machine falls on all of
 them), and the median is kept (every run's time is in ``results.json``). Target tokens
-are the sentencepiece pieces of the output, counted the same way for all. Writes ``{out}/results.md`` (the table) and ``{out}/results.json``.
+are the sentencepiece pieces of the output, counted the same way for all. Writes
+``{out}/results.md`` (the table) and ``{out}/results.json``.
 """
 
 import argparse
