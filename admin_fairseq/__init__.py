@@ -52,11 +52,10 @@ def _import_fairseq_quietly():
         return False
     else:
         check_fairseq_version(getattr(fairseq, "__version__", "unknown"), getattr(fairseq, "__file__", "?"))
-        from admin_fairseq import checkpoint_compat, cpu_compat, models, optim  # noqa: F401
+        from admin_fairseq import checkpoint_compat, models, optim  # noqa: F401
 
         checkpoint_compat.allow_fairseq_checkpoints()
         checkpoint_compat.allow_resuming_on_several_workers()
-        cpu_compat.allow_overflow_recovery_on_cpu()
         checkpoint_compat.explain_unreadable_checkpoints()
         return True
     finally:

@@ -139,6 +139,8 @@ CASES = [
          lambda c: _train(c, "--admin-init", "--admin-profile", "--fp16")),
     Case("fp16-without-gpu", "--fp16 need(s) a CUDA GPU, and torch sees none on this machine",
          lambda c: _train(c, "--admin-init", "--fp16", cpu=False), gpu_machine_differs=True),
+    Case("fp16-with-cpu", "--fp16 with --cpu: fairseq 0.12's half-precision training needs CUDA",
+         lambda c: _train(c, "--admin-init", "--fp16"), gpu_machine_differs=True),
     Case("profile-wrong-count", "has 3 encoder omegas, the model has 4 encoder sub-layers", _bad_profile),
     Case("omega-vector-wrong-size", "the checkpoint's omega has size 64 but this model's 32",
          lambda c: _resume_into(c, "vector", "--admin-init", "--admin-as-parameter",

@@ -161,7 +161,10 @@ def check_admin_args(args):
         and not getattr(args, "memory_efficient_bf16", False)
         and not getattr(args, "amp", False)
     )
-    profiles_in_training = args.admin_profile and not (args.admin_profile_from or args.admin_profile_to)
+    # admin_profile_source: the omegas came from a profile file when the model was trained
+    # and live in its checkpoint since (build_model records it); loading it profiles nothing
+    given = args.admin_profile_from or args.admin_profile_to or getattr(args, "admin_profile_source", None)
+    profiles_in_training = args.admin_profile and not given
     if profiles_in_training and fp16_master_copies:
         # fairseq's FP16Optimizer copies the parameters to fp32 when it is built, before
         # the first batch, and copies them back after every step: it would overwrite the
@@ -208,25 +211,40 @@ def check_admin_args(args):
 
 
 def check_half_precision_device(args):
-    """Refuse fp16 training on a machine without a CUDA GPU, before any data is loaded,
-    unless ``--cpu`` asks for fairseq's half-precision code on CPU tensors on purpose.
+    """Refuse fp16 training on a machine without a CUDA GPU, before any data is loaded.
 
-    fairseq itself would load the data, build the model and then stop with torch's bare
-    "Torch not compiled with CUDA enabled". Only checked inside ``fairseq-train``: a model
-    trained with --fp16 on a GPU keeps that flag in its checkpoint and must still load for
-    ``fairseq-generate`` on a CPU.
+    fairseq 0.12's half-precision trainer needs CUDA: without ``--cpu`` it stops with torch's
+    bare "Torch not compiled with CUDA enabled" after loading the data and building the model;
+    with ``--cpu`` its fp16 optimizer files the fp32 master weights under the current CUDA
+    device, and its loss scaler makes a CUDA tensor at the first gradient overflow. The
+    package does not patch that; the test suite runs those GPU code paths on a CPU through a
+    shim of its own (tests/gpu_on_cpu), which marks fairseq's trainer, and only then is
+    ``--cpu`` with fp16 let through. ``--amp`` on a CPU is fp32 with its scaler off and runs.
+
+    Only checked inside ``fairseq-train``: a model trained with --fp16 on a GPU keeps that
+    flag in its checkpoint and must still load for ``fairseq-generate`` on a CPU.
     """
     half = [flag for flag, name in (("--fp16", "fp16"), ("--memory-efficient-fp16",
             "memory_efficient_fp16"), ("--amp", "amp")) if getattr(args, name, False)]  # fmt: skip
-    if not half or getattr(args, "cpu", False) or "fairseq_cli.train" not in sys.modules:
+    if not half or "fairseq_cli.train" not in sys.modules or torch.cuda.is_available():
         return
-    if torch.cuda.is_available():
-        return
+    cpu = getattr(args, "cpu", False)
+    if cpu:
+        half = [flag for flag in half if flag != "--amp"]
+        from fairseq.trainer import Trainer
+
+        if not half or getattr(Trainer, "gpu_code_on_cpu_shim", False):
+            return
+        raise ValueError(
+            f"{' and '.join(half)} with --cpu: fairseq 0.12's half-precision training needs "
+            "CUDA (its fp16 optimizer keys the fp32 master weights by CUDA device, and a "
+            "gradient overflow makes a CUDA tensor), and torch sees no GPU here; drop "
+            f"{' and '.join(half)} to train in fp32 on the CPU"
+        )
     raise ValueError(
         f"{' and '.join(half)} need(s) a CUDA GPU, and torch sees none on this machine "
         f"(torch.cuda.is_available() is False); drop {' and '.join(half)} and add --cpu to "
-        "train in fp32 on the CPU (or keep it and add --cpu to run fairseq's half-precision "
-        "code on the CPU, slowly, for testing)"
+        "train in fp32 on the CPU"
     )
 
 

@@ -16,6 +16,11 @@ torch's RAdam keeps its state in the parameters' dtype, so it is used with fp32 
 plain ``--fp16`` (fairseq keeps fp32 master weights, as the published runs did), ``--amp``
 or fp32. ``--memory-efficient-fp16`` would keep its moments in fp16 and is refused by
 fairseq for this optimizer (``supports_memory_efficient_fp16`` is False).
+
+Under plain ``--fp16`` on a GPU, fairseq keeps those fp32 master weights in one flat tensor
+and refuses an optimizer that does not declare ``supports_flat_params``. RAdam is
+element-wise (each entry's moments and step depend on that entry alone, the step count is
+shared), so it declares it: a flat tensor and the separate parameters get the same update.
 """
 
 from collections.abc import Sequence
@@ -48,6 +53,10 @@ class FairseqRAdam(FairseqOptimizer):
     def __init__(self, cfg, params):
         super().__init__(cfg)
         self._optimizer = torch.optim.RAdam(params, **self.optimizer_config)
+
+    @property
+    def supports_flat_params(self):
+        return True
 
     @property
     def optimizer_config(self):

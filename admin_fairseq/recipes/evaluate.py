@@ -167,24 +167,45 @@ def fairseq_bleu(hypotheses, references, order=4):
     return scorer.score(order)
 
 
-def tokenized_bleu(hypotheses, references, lang):
-    """The tokenized BLEU the papers report; returns ``(score, description)``."""
+#: corpora whose published evaluation normalised the reference before tokenising it:
+#: Transformer-Clinic's WMT'14 En-Fr scripts turn the typographic apostrophe into ``'``
+REFERENCE_NORMALISATION = {"wmt14-en-fr": {"\u2019": "'"}}
+
+
+def normalise_reference(line, corpus):
+    """``line`` as the published evaluation of ``corpus`` fed it to the tokenizer."""
+    for old, new in REFERENCE_NORMALISATION.get(corpus, {}).items():
+        line = line.replace(old, new)
+    return line
+
+
+def tokenized_bleu(hypotheses, references, lang, corpus=None):
+    """The tokenized BLEU the papers report; returns ``(score, description)``. ``corpus``
+    (the prepared corpus' name) applies its published reference normalisation."""
     from sacremoses import MosesTokenizer
 
     tokenizer = MosesTokenizer(lang=lang)
     hyps = [paper_tokenize(h, lang, tokenizer) for h in hypotheses]
-    refs = [paper_tokenize(r, lang, tokenizer) for r in references]
+    refs = [paper_tokenize(normalise_reference(r, corpus), lang, tokenizer) for r in references]
     how = TOKENIZED_BLEU.format(split=", one ##AT## compound-splitting pass" if lang == "de" else "")
+    if corpus in REFERENCE_NORMALISATION:
+        how = how.replace("tokenized BLEU: ", "tokenized BLEU: reference apostrophes U+2019 -> ' "
+                          "(Transformer-Clinic's En-Fr evaluation), ", 1)  # fmt: skip
     return fairseq_bleu(hyps, refs), how
+
+
+def prepared_settings(data_dir):
+    """The settings the prepare step recorded in ``counts.json`` ({} when there is none)."""
+    counts = Path(data_dir) / "counts.json"
+    if not counts.exists():
+        return {}
+    return json.loads(counts.read_text()).get("settings") or {}
 
 
 def prepared_text_form(data_dir):
     """How the prepare step wrote the text (e.g. "moses-tokenized, lower-cased" for IWSLT'14),
     or None for raw text."""
-    counts = Path(data_dir) / "counts.json"
-    if not counts.exists():
-        return None
-    return (json.loads(counts.read_text()).get("settings") or {}).get("text_form")
+    return prepared_settings(data_dir).get("text_form")
 
 
 def evaluate(run_dir, data_dir=None, avg_last=None, beam=None, lenpen=None, subset="test",
@@ -251,7 +272,7 @@ def evaluate(run_dir, data_dir=None, avg_last=None, beam=None, lenpen=None, subs
         tok_bleu = fairseq_bleu(hypotheses, references)
         tok_how = f"tokenized BLEU: BLEU-4 on the text as prepared ({text_form}), fairseq-score"
     else:
-        tok_bleu, tok_how = tokenized_bleu(hypotheses, references, tgt)
+        tok_bleu, tok_how = tokenized_bleu(hypotheses, references, tgt, prepared_settings(data_dir).get("corpus"))
     (out_dir / f"hypotheses-{subset}.{tgt}").write_text("\n".join(hypotheses) + "\n", encoding="utf-8")
     record = {
         "subset": subset, "src": src, "tgt": tgt, **scores,

@@ -23,7 +23,6 @@ with a message naming the file and what to do.
 
 import argparse
 import gzip
-import io
 import json
 import os
 import re
@@ -109,23 +108,36 @@ MAX_WORDS = 250  # longer training lines are dropped (either side), as fairseq's
 MAX_RATIO = 1.5  # and pairs whose word counts differ by more than this factor
 
 
-def _atomic_write_lines(path, lines):
+#: characters that Python's text readers (fairseq-preprocess, sacreBLEU, str.splitlines) take
+#: as the end of a line; inside a line of a split they would break it in two there
+LINE_BREAKS = re.compile("[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+def _atomic_write_lines(path, lines, log=print):
+    """Write one line per item (under a temporary name, then renamed); a line-break character
+    inside an item becomes a space, so that every reader sees the same lines, and the
+    number of such lines is printed."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    n = 0
-    with open(tmp, "w", encoding="utf-8") as f:
+    n = mended = 0
+    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
         for line in lines:
-            f.write(line + "\n")
+            one, breaks = LINE_BREAKS.subn(" ", line)
+            mended += breaks > 0
+            f.write(one + "\n")
             n += 1
     os.replace(tmp, path)
+    if mended:
+        log(f"  {path.name}: {mended:,} line(s) held a line-break character (\\r, U+2028, ...) "
+            "inside; each became a space")
     return n
 
 
-def _write_splits(out_dir, src, tgt, splits):
+def _write_splits(out_dir, src, tgt, splits, log=print):
     """``{out_dir}/{split}.{src,tgt}`` from ``{split: [(src line, tgt line)]}``."""
     for split, pairs in splits.items():
-        _atomic_write_lines(out_dir / f"{split}.{src}", (s for s, _ in pairs))
-        _atomic_write_lines(out_dir / f"{split}.{tgt}", (t for _, t in pairs))
+        _atomic_write_lines(out_dir / f"{split}.{src}", (s for s, _ in pairs), log)
+        _atomic_write_lines(out_dir / f"{split}.{tgt}", (t for _, t in pairs), log)
 
 
 # ---------------------------------------------------------------- download and extraction
@@ -175,8 +187,9 @@ def fetch_archives(task, raw_dir, offline, log=print):
 
 
 def _open_member(raw_dir, corpus, lang):
-    """A text stream of one side of ``corpus``: an extracted file in ``raw_dir`` if there is
-    one, else the member of the archive whose base name matches."""
+    """A binary stream of one side of ``corpus``: an extracted file in ``raw_dir`` if there is
+    one, else the member of the archive whose base name matches. Read it with
+    :func:`_decoded`, line by line at ``\\n``."""
     base = corpus.members[lang]
     loose = raw_dir / base
     if loose.exists():
@@ -195,7 +208,21 @@ def _open_member(raw_dir, corpus, lang):
         raw = tar.extractfile(found[0])
     if base.endswith(".gz"):
         raw = gzip.open(raw)
-    return io.TextIOWrapper(raw, encoding="utf-8", errors="replace")
+    return raw
+
+
+def _decoded(raw_line):
+    """A line read in binary (it ends at ``\\n`` only), without its ``\\n`` or ``\\r\\n``, as
+    text; None when it is not UTF-8. A ``\\r`` inside the line stays (the cleaning makes it a
+    space): only ``\\n`` ends a line, so the two sides of a corpus cannot drift apart."""
+    if raw_line.endswith(b"\n"):
+        raw_line = raw_line[:-1]
+    if raw_line.endswith(b"\r"):
+        raw_line = raw_line[:-1]
+    try:
+        return raw_line.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 _SPACES = re.compile(r"\s+")
@@ -216,21 +243,28 @@ def build_training_text(task, raw_dir, out_dir, log=print):
     """Concatenate and clean all training corpora into ``train.{src,tgt}``."""
     src_path, tgt_path = out_dir / f"train.{task.src}", out_dir / f"train.{task.tgt}"
     src_tmp, tgt_tmp = (p.with_name(p.name + ".tmp") for p in (src_path, tgt_path))
-    kept_total = 0
-    with open(src_tmp, "w", encoding="utf-8") as fs, open(tgt_tmp, "w", encoding="utf-8") as ft:
+    kept_total, summary = 0, {}
+    with open(src_tmp, "w", encoding="utf-8", newline="\n") as fs, \
+         open(tgt_tmp, "w", encoding="utf-8", newline="\n") as ft:  # fmt: skip
         for corpus in task.train:
             with _open_member(raw_dir, corpus, task.src) as s_in, \
                  _open_member(raw_dir, corpus, task.tgt) as t_in:  # fmt: skip
-                seen = kept = 0
-                for s_line in s_in:
-                    t_line = t_in.readline()
-                    if not t_line:
+                seen = kept = invalid = 0
+                first_invalid = None
+                for s_raw in s_in:
+                    t_raw = t_in.readline()
+                    if not t_raw:
                         raise RecipeError(
                             f"{corpus.name}: {corpus.members[task.tgt]} has fewer lines than "
                             f"{corpus.members[task.src]} ({seen} vs more); the pair is not "
                             "aligned. Re-download or re-extract it"
                         )
                     seen += 1
+                    s_line, t_line = _decoded(s_raw), _decoded(t_raw)
+                    if s_line is None or t_line is None:  # dropped pair-wise, counted
+                        invalid += 1
+                        first_invalid = first_invalid or seen
+                        continue
                     pair = clean_pair(s_line, t_line)
                     if pair is not None:
                         fs.write(pair[0] + "\n")
@@ -242,10 +276,15 @@ def build_training_text(task, raw_dir, out_dir, log=print):
                         f"{corpus.members[task.src]} ({seen}); the pair is not aligned. "
                         "Re-download or re-extract it"
                     )
-            log(f"  {corpus.name}: kept {kept:,} of {seen:,} pairs")
+            bad = (f"; {invalid:,} dropped for invalid UTF-8 (the first at line {first_invalid} of "
+                   f"{corpus.members[task.src]} / {corpus.members[task.tgt]})") if invalid else ""
+            log(f"  {corpus.name}: kept {kept:,} of {seen:,} pairs{bad}")
+            summary[corpus.name] = {"pairs": seen, "kept": kept, "invalid_utf8": invalid,
+                                    "first_invalid_utf8_line": first_invalid}  # fmt: skip
             kept_total += kept
     os.replace(src_tmp, src_path)
     os.replace(tgt_tmp, tgt_path)
+    (out_dir / "cleaning.json").write_text(json.dumps(summary, indent=2) + "\n")
     return kept_total
 
 
@@ -286,7 +325,7 @@ def _test_set_lines(name, task, raw_dir, split, offline):
                      utils.get_reference_files(name, langpair)[0]]  # fmt: skip
         except Exception as err:  # sacreBLEU raises bare Exceptions and SystemExit-free errors
             raise RecipeError(f"sacreBLEU could not fetch {name} {langpair}: {err}") from err
-    lines = [Path(p).read_text(encoding="utf-8").splitlines() for p in paths]
+    lines = [text_corpus.read_lines(Path(p)) for p in paths]  # lines end at \n only
     if len(lines[0]) != len(lines[1]):
         raise RecipeError(
             f"{split} set: {paths[0]} has {len(lines[0])} lines but {paths[1]} has "
@@ -311,8 +350,8 @@ def prepare_wmt(corpus, out_dir, raw_dir, offline=False, vocab_size=None, worker
         kept = build_training_text(task, raw_dir, out_dir, log)
         for split, name in (("valid", task.valid), ("test", task.test)):
             src_lines, tgt_lines = _test_set_lines(name, task, raw_dir, split, offline)
-            _atomic_write_lines(out_dir / f"{split}.{task.src}", src_lines)
-            _atomic_write_lines(out_dir / f"{split}.{task.tgt}", tgt_lines)
+            _atomic_write_lines(out_dir / f"{split}.{task.src}", src_lines, log)
+            _atomic_write_lines(out_dir / f"{split}.{task.tgt}", tgt_lines, log)
             log(f"  {split}: sacreBLEU {name}, {len(src_lines):,} lines")
         log(f"  train: {kept:,} pairs after cleaning")
         sums = input_checksums(task, raw_dir)
@@ -337,7 +376,7 @@ def prepare_iwslt14(out_dir, raw_dir, offline=False, vocab_size=None, workers=No
             "lower-casing, splits")  # fmt: skip
         iwslt14.fetch(raw_dir, offline, _download, log)
         splits = iwslt14.build_splits(iwslt14.Archive(raw_dir), log)
-        _write_splits(out_dir, iwslt14.SRC, iwslt14.TGT, splits)
+        _write_splits(out_dir, iwslt14.SRC, iwslt14.TGT, splits, log)
         (out_dir / "inputs.json").write_text(json.dumps(iwslt14.input_checksum(raw_dir), indent=2) + "\n")
         text_done.write_text("ok\n")
     _encode_and_binarize(out_dir, iwslt14.SRC, iwslt14.TGT, vocab_size, workers, log, "on the tokenized text")
@@ -391,7 +430,7 @@ def prepare_text(out_dir, src, tgt, train, valid=None, test=None, vocab_size=Non
     if text_done.exists():
         log(f"  {out_dir}: text already written")
     else:
-        _write_splits(out_dir, src, tgt, {"train": cleaned, **splits})
+        _write_splits(out_dir, src, tgt, {"train": cleaned, **splits}, log)
         (out_dir / "inputs.json").write_text(json.dumps(sums, indent=2) + "\n")
         text_done.write_text("ok\n")
     _encode_and_binarize(out_dir, src, tgt, vocab_size, workers, log)
@@ -447,9 +486,11 @@ def record_counts(out_dir, src, tgt, settings, log=print):
                 f"{out_dir}/{split}.{src} has {counts[f'{split}.{src}']} lines but "
                 f"{split}.{tgt} has {counts[f'{split}.{tgt}']}; delete {out_dir} and re-run"
             )
-    inputs = out_dir / "inputs.json"
+    inputs, cleaning = out_dir / "inputs.json", out_dir / "cleaning.json"
     record = {"src": src, "tgt": tgt, "settings": settings, "lines": counts,
               "inputs_sha256": json.loads(inputs.read_text()) if inputs.exists() else {}}  # fmt: skip
+    if cleaning.exists():  # WMT: pairs per training corpus, kept and dropped
+        record["cleaning"] = json.loads(cleaning.read_text())
     (out_dir / "counts.json").write_text(json.dumps(record, indent=2) + "\n")
     width = max(len(k) for k in counts)
     log("line counts (also in counts.json):")

@@ -109,6 +109,19 @@ COMMON = [
 #: --precision -> flags; "recipe" is the recipe's own fp16 flags. There is no bf16: in
 #: fairseq 0.12, --bf16 implies --tpu (it needs torch_xla and an XLA device, on a GPU too).
 PRECISIONS = {"recipe": None, "fp32": [], "amp": ["--amp"]}
+#: Everything a --cpu command changes in the command a GPU gets, and why; nothing else
+#: differs (tests/test_gpu_faithful.py holds every recipe command to this list, and
+#: docs/development.md explains each entry).
+CPU_CHANGES = {
+    "--cpu": "the device: fairseq trains on CPU tensors",
+    "fp32": "no --precision given: the recipe's --fp16/--memory-efficient-fp16 flags are left "
+            "out, because fairseq 0.12's half-precision trainer needs CUDA (the fp32 master "
+            "weights are filed by CUDA device; a gradient overflow makes a CUDA tensor); "
+            "--cpu --precision recipe is refused for the same reason",
+    "gloo": "more than one worker: --distributed-backend gloo --ddp-backend legacy_ddp, "
+            "because NCCL needs CUDA and fairseq's pytorch_ddp wrapper passes CUDA device ids",
+}  # fmt: skip
+CPU_DISTRIBUTED = ["--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp"]
 #: bytes per parameter of a checkpoint: fairseq saves the weights in fp32 whatever the
 #: training precision (it moves half tensors to fp32 on saving), plus Adam/RAdam's two fp32
 #: moments
@@ -309,7 +322,14 @@ def build(args, env=None):
     )
 
     # --- precision
-    precision = args.precision or ("fp32" if args.cpu else "recipe")
+    precision = args.precision or ("fp32" if args.cpu else "recipe")  # CPU_CHANGES["fp32"]
+    if args.cpu and precision == "recipe":
+        raise RecipeError(
+            f"--cpu --precision recipe: the recipe's {' '.join(recipe['fp16'][:1])} needs CUDA in "
+            "fairseq 0.12 (its fp16 optimizer files the fp32 master weights by CUDA device, and "
+            "a gradient overflow makes a CUDA tensor); on a CPU use --precision fp32 (the "
+            "default with --cpu) or amp"
+        )
     precision_flags = recipe["fp16"] if precision == "recipe" else PRECISIONS[precision]
 
     # --- averaging window: training stops at its last epoch and keeps exactly its epochs
@@ -326,10 +346,12 @@ def build(args, env=None):
                     f"{args.method}-{enc}-{dec}-{args.batch}")  # fmt: skip
     method_flags = list(METHODS[args.method])
     profile = None
-    if args.method == "admin-profiled" and "--fp16" in precision_flags:
+    if args.method == "admin-profiled" and "--fp16" in recipe["fp16"]:
         # fairseq's FP16Optimizer keeps fp32 master weights made before the first batch, so
-        # the profile cannot be taken inside the training run: as in Transformer-Clinic, a
-        # profiling run on one worker writes it, and the training run reads it.
+        # under the recipe's plain --fp16 the profile cannot be taken inside the training
+        # run: as in Transformer-Clinic, a profiling run on one worker writes it, and the
+        # training run reads it. The same two steps run whatever --precision is chosen, so
+        # that a CPU or fp32 run of the recipe is the GPU run but for its precision flags.
         profile = save_dir / "admin_profile.json"
         method_flags = ["--admin-init", "--admin-profile-from", str(profile)]
     flags = [
@@ -344,12 +366,10 @@ def build(args, env=None):
         "--log-format", "json", "--log-interval", str(args.log_interval), "--seed", str(seed),
         *precision_flags,
     ]  # fmt: skip
-    if args.cpu:
+    if args.cpu:  # CPU_CHANGES, and nothing else
         flags += ["--cpu"]
-        if "--fp16" in precision_flags:  # fairseq flattens fp32 master weights on a CUDA device
-            flags += ["--fp16-no-flatten-grads"]
-        if workers > 1:  # fairseq's default DDP wrapper asks for a CUDA device
-            flags += ["--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp"]
+        if workers > 1:
+            flags += CPU_DISTRIBUTED
     flags += ["--distributed-world-size", str(workers)]
     flags = merge_flags(flags, list(args.extra))  # the user's flags replace ours, each once
 
