@@ -3,7 +3,7 @@
     python -m admin_fairseq.gpu_check                  # the real check, on the first GPU
     python -m admin_fairseq.gpu_check --cpu --tiny     # the same steps, tiny, on the CPU
 
-Four steps, each printed as it runs and written to ``--out`` (``gpu_check.json`` and
+Five steps, each printed as it runs and written to ``--out`` (``gpu_check.json`` and
 ``gpu_check.md``):
 
 1. environment: Python, torch and its CUDA, fairseq, this plugin, every GPU torch sees
@@ -11,19 +11,28 @@ Four steps, each printed as it runs and written to ``--out`` (``gpu_check.json``
 2. the deepest preset: a forward and backward pass of the 100L-100L ``O(1)`` Admin model
    (``transformer_admin_100_100 --admin-output-change-scale O(1)``) in fp16, checked finite,
    with its time and peak memory;
-3. a short ``--memory-efficient-fp16`` training (the recipes' precision) of 18L-18L Admin
+3. a short ``--memory-efficient-fp16`` training (admin-torch's precision) of 18L-18L Admin
    (per-dimension omega, as the recipes) and Post-LN through ``fairseq-train`` on fairseq's
    synthetic ``dummy_mt`` task: words/s of each (median of the log intervals after the
    first), their ratio, peak memory;
-4. the test suite's ``gpu`` tests (``pytest -m gpu``), when the repository's tests are there.
+4. the recipes' code paths, each started by ``python -m admin_fairseq.launch`` as the
+   recipes start their workers: Transformer-Clinic's plain ``--fp16`` with RAdam (flat fp32
+   master weights) for profiled Admin in two steps (a profiling run writes the omegas, the
+   training run reads them) with a checkpoint, then the same command resumed; admin-torch's
+   ``--memory-efficient-fp16`` with in-run profiling, broadcast from rank 0, on two
+   processes over NCCL when there are two GPUs or more (one process otherwise);
+5. the test suite's ``gpu`` tests (``pytest -m gpu``), when the repository's tests are there.
 
 ``--tiny`` shrinks every model (width 32) and the training (a few updates) so that the
-whole check runs in a minute on a CPU; the test suite runs it that way, so that the
-command cannot rot. Its figures say nothing about a GPU.
+whole check runs in about a minute on a CPU. ``--cpu`` runs fairseq's GPU code on CPU
+tensors, which needs the test suite's shim (``tests/gpu_on_cpu``); the suite runs
+``--cpu --tiny`` that way (two processes over gloo in step 4), so that the command cannot
+rot. Its figures say nothing about a GPU.
 """
 
 import argparse
 import json
+import math
 import platform
 import re
 import statistics
@@ -137,7 +146,7 @@ def train_speed(method, device, tiny, work):
              "--disable-validation", "--log-format", "json", "--no-progress-bar", "--num-workers", "0",
              "--seed", "1", "--distributed-world-size", "1", "--save-dir", str(work / "unused")]  # fmt: skip
     if device.type == "cpu":
-        flags += ["--cpu", "--fp16-no-flatten-grads"]
+        flags += ["--cpu"]
     result = subprocess.run([sys.executable, "-c", _WORKER, *flags], capture_output=True, text=True)
     output = result.stdout + result.stderr
     if result.returncode != 0:
@@ -148,6 +157,83 @@ def train_speed(method, device, tiny, work):
     return {"words_per_second": round(statistics.median(wps)), "intervals": len(wps),
             "loss": [float(x["loss"]) for x in inner], "loss_scale": float(inner[-1]["loss_scale"]),
             "peak_memory_gb": round(peak / 1e9, 2)}  # fmt: skip
+
+
+def _dummy_flags(tiny, save_dir, method_flags, precision_flags, max_update, seed=1):
+    size = ["--dict-size", "1000", "--src-len", "12", "--tgt-len", "12", "--max-tokens", "600",
+            "--encoder-layers", "2", "--decoder-layers", "2", *TINY_WIDTH] if tiny else \
+           ["--dict-size", "32000", "--src-len", "30", "--tgt-len", "30", "--max-tokens", "4096",
+            "--encoder-layers", "6", "--decoder-layers", "6"]  # fmt: skip
+    return ["--task", "dummy_mt", "--dataset-size", "100000", *size, "--user-dir", str(REPO / "admin_fairseq"),
+            "--arch", "transformer_admin_wmt_en_de", *method_flags, "--share-all-embeddings",
+            "--lr", "7e-4", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "4",
+            "--warmup-init-lr", "1e-07", "--criterion", "label_smoothed_cross_entropy",
+            "--label-smoothing", "0.1", *precision_flags, "--fp16-scale-window", "256",
+            "--max-update", str(max_update), "--save-interval-updates", "3", "--no-epoch-checkpoints",
+            "--disable-validation", "--log-format", "json", "--log-interval", "1", "--no-progress-bar",
+            "--num-workers", "0", "--seed", str(seed), "--save-dir", str(save_dir)]  # fmt: skip
+
+
+def _launch(flags, device, workers):
+    """Run fairseq-train through admin_fairseq.launch (as the recipes do); its output."""
+    flags = [*flags, "--distributed-world-size", str(workers)] + (["--cpu"] if device.type == "cpu" else [])
+    launch = ["-m", "admin_fairseq.launch", "--launcher", "none" if workers == 1 else "torchrun", "--", *flags]
+    if workers == 1:
+        command = [sys.executable, *launch]
+    else:
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+                   str(workers), *launch]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True)
+    output = result.stdout + result.stderr
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[:8])} ... failed (exit {result.returncode}):\n{output[-3000:]}")
+    return output
+
+
+def _trained(output, save_dir):
+    import admin_fairseq  # noqa: F401  (allowlists fairseq checkpoints)
+
+    losses = [float(json.loads(m)["loss"]) for m in re.findall(r"train_inner \| (\{.*\})", output)]
+    state = torch.load(Path(save_dir) / "checkpoint_last.pt", map_location="cpu", weights_only=True)
+    return {"updates": state["optimizer_history"][-1]["num_updates"], "losses": losses,
+            "finite": bool(losses) and all(math.isfinite(x) for x in losses)}  # fmt: skip
+
+
+def recipe_paths(device, tiny, work):
+    """Step 4: the recipes' optimizer x precision paths and profiling (see the module's note)."""
+    rows = {}
+    clinic = work / "clinic"
+    profile = clinic / "admin_profile.json"
+    fp16 = ["--optimizer", "radam", "--adam-betas", "(0.9, 0.98)", "--fp16", "--threshold-loss-scale", "0.03125"]
+    say("4/5 RAdam, plain --fp16: profiling run (one worker)")
+    _launch(_dummy_flags(tiny, clinic, ["--admin-init", "--admin-profile-to", str(profile)], fp16, 6), device, 1)
+    encoder = json.loads(profile.read_text())["encoder"]
+    training = _dummy_flags(tiny, clinic, ["--admin-init", "--admin-profile-from", str(profile)], fp16, 6)
+    say("4/5 RAdam, plain --fp16: training with the profile, 6 updates, checkpoints every 3")
+    row = _trained(_launch(training, device, 1), clinic)
+    say("4/5 RAdam, plain --fp16: the same command with --max-update 8 resumes")
+    resumed = _launch(_dummy_flags(tiny, clinic, ["--admin-init", "--admin-profile-from", str(profile)],
+                                   fp16, 8), device, 1)  # fmt: skip
+    again = _trained(resumed, clinic)
+    rows["radam-fp16-profiled"] = dict(
+        row, profile_first_last=[encoder[0], encoder[-1]], resumed_from=row["updates"],
+        resumed_to=again["updates"],
+        ok=row["finite"] and row["updates"] == 6 and again["updates"] == 8
+        and bool(re.search(r"Loaded checkpoint \S+checkpoint_last\.pt \(epoch \d+ @ 6 updates\)", resumed)),
+    )  # fmt: skip
+    gpus = torch.cuda.device_count() if device.type == "cuda" else 0
+    workers = 2 if device.type == "cpu" or gpus >= 2 else 1
+    backend = "gloo (test shim)" if device.type == "cpu" else ("nccl" if workers > 1 else "one process")
+    say(f"4/5 Adam, --memory-efficient-fp16, profiled inside the run: {workers} worker(s), {backend}")
+    adam = ["--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--memory-efficient-fp16",
+            "--threshold-loss-scale", "0.0625"]  # fmt: skip
+    output = _launch(_dummy_flags(tiny, work / "admin-torch", ["--admin-init", "--admin-profile"], adam, 4),
+                     device, workers)  # fmt: skip
+    row = _trained(output, work / "admin-torch")
+    rows["adam-memory-efficient-fp16-profiled"] = dict(
+        row, workers=workers, backend=backend, ok=row["finite"] and row["updates"] == 4
+        and "Admin profiled" in output)  # fmt: skip
+    return rows
 
 
 def gpu_tests():
@@ -179,8 +265,13 @@ def report_markdown(result):
     for method, row in train.items():
         lines.append(f"| {method} | {row['words_per_second']:,} | {row['peak_memory_gb']} | "
                      f"{row['loss'][-1]:.3f} | {row['loss_scale']:g} |")  # fmt: skip
-    lines += ["", f"Admin / Post-LN words/s: {result['admin_speed_ratio']:.3f}",
-              f"gpu tests: {result['gpu_tests']['summary']}", ""]
+    lines += ["", f"Admin / Post-LN words/s: {result['admin_speed_ratio']:.3f}", "",
+              "| recipe path | updates | last loss | ok |", "|---|---|---|---|"]
+    for name, row in result["recipe_paths"].items():
+        updates = f"{row['resumed_from']} then resumed to {row['resumed_to']}" if "resumed_to" in row else row["updates"]
+        workers = f" ({row['workers']} workers, {row['backend']})" if "workers" in row else ""
+        lines.append(f"| {name}{workers} | {updates} | {row['losses'][-1]:.3f} | {row['ok']} |")
+    lines += ["", f"gpu tests: {result['gpu_tests']['summary']}", ""]
     return "\n".join(lines)
 
 
@@ -203,6 +294,15 @@ def main(argv=None):
         print(f"gpu_check: error: --device {args.device}, but torch sees {torch.cuda.device_count()} "
               "GPU(s)", file=sys.stderr)  # fmt: skip
         return 2
+    if args.cpu and not torch.cuda.is_available():
+        from fairseq.trainer import Trainer
+
+        if not getattr(Trainer, "gpu_code_on_cpu_shim", False):
+            print("gpu_check: error: --cpu runs fairseq's GPU code paths (fp16 optimizers, NCCL) on "
+                  "CPU tensors, which fairseq 0.12 cannot do without the test suite's shim; run it "
+                  "as the tests do: python -m pytest tests/test_gpu_check.py (or with "
+                  "PYTHONPATH=tests/gpu_on_cpu)", file=sys.stderr)  # fmt: skip
+            return 2
     device = torch.device("cpu") if args.cpu else torch.device("cuda", args.device)
     out = Path(args.out)
     work = out / "work"
@@ -210,7 +310,7 @@ def main(argv=None):
     result = {"command": " ".join(["python -m admin_fairseq.gpu_check", *(argv if argv is not None else sys.argv[1:])]),
               "device": str(device), "tiny": args.tiny}  # fmt: skip
 
-    say("1/4 environment")
+    say("1/5 environment")
     result["environment"] = env = environment()
     say(f"torch {env['torch']} (CUDA {env['torch_cuda']}), fairseq {env['fairseq']}, "
         f"{len(env['gpus'])} GPU(s): " + (", ".join(g["name"] for g in env["gpus"]) or "none"))
@@ -219,23 +319,27 @@ def main(argv=None):
             say(f"warning: GPU {gpu['index']} ({gpu['name']}) has compute capability {gpu['capability']}: "
                 "no tensor cores, fp16 training will be slow")  # fmt: skip
 
-    say("2/4 fp16 forward and backward of the 100L-100L O(1) Admin preset")
+    say("2/5 fp16 forward and backward of the 100L-100L O(1) Admin preset")
     result["deepest_preset"] = deep = deepest_preset(device, args.tiny, work)
     say(f"finite: {deep['finite']}, {deep['seconds']} s, {deep['parameters']:,} parameters")
 
     result["training"] = {}
     for k, method in enumerate(METHODS, 1):
-        say(f"3/4 memory-efficient-fp16 training of 18L-18L {method} ({k} of {len(METHODS)})")
+        say(f"3/5 memory-efficient-fp16 training of 18L-18L {method} ({k} of {len(METHODS)})")
         row = result["training"][method] = train_speed(method, device, args.tiny, work)
         say(f"{method}: {row['words_per_second']:,} words/s, peak {row['peak_memory_gb']} GB, "
             f"loss {row['loss'][0]:.3f} -> {row['loss'][-1]:.3f}, loss scale {row['loss_scale']:g}")
     train = result["training"]
     result["admin_speed_ratio"] = train["Admin"]["words_per_second"] / train["Post-LN"]["words_per_second"]
 
+    result["recipe_paths"] = paths = recipe_paths(device, args.tiny, work)
+    for name, row in paths.items():
+        say(f"{name}: {'ok' if row['ok'] else 'FAILED'} ({row['updates']} updates, last loss {row['losses'][-1]:.3f})")
+
     if args.no_tests:
         result["gpu_tests"] = {"ran": False, "summary": "not run (--no-tests)"}
     else:
-        say("4/4 the test suite's gpu tests (pytest -m gpu)")
+        say("5/5 the test suite's gpu tests (pytest -m gpu)")
         result["gpu_tests"] = gpu_tests()
     say(f"gpu tests: {result['gpu_tests']['summary']}")
 
@@ -246,7 +350,8 @@ def main(argv=None):
     say(f"written: {out / 'gpu_check.json'}, {out / 'gpu_check.md'}")
     ok = deep["finite"] and all(
         all(map(lambda x: x == x and x != float("inf"), row["loss"])) for row in train.values()
-    ) and result["gpu_tests"].get("exit_code", 0) in (0, 5)  # 5: pytest collected nothing
+    ) and all(row["ok"] for row in paths.values()) and result["gpu_tests"].get("exit_code", 0) in (0, 5)
+    # (pytest's exit 5: it collected nothing)
     return 0 if ok else 1
 
 
