@@ -16,20 +16,17 @@ Two halves:
 
 import itertools
 import json
-import math
 import re
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from admin_fairseq import main_job
-from admin_fairseq.recipes import RecipeError, evaluate, train
+from admin_fairseq.recipes import RecipeError, train
 from conftest import REPO
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "gpu_on_cpu"))
-import gpu_on_cpu  # noqa: E402
+from recipe_runs import _args, evaluate_and_convert, gpu_on_cpu, train_gpu_command
+from recipe_runs import state as saved_state
 
 # ------------------------------------------------------------------ 1. the commands, built
 
@@ -44,12 +41,6 @@ FORMS = {  # how the workers are started: (nodes, per node, extra train-step fla
     "two-nodes": (2, 4, ["--nodes", "2", "--node-rank", "1", "--master-addr", "10.1.2.3"], {}),
     "slurm": (2, 4, ["--slurm"], SLURM_ENV),
 }
-
-
-def _args(argv, extra=()):
-    args = train.make_parser().parse_args(argv)
-    args.extra = list(extra)
-    return args
 
 
 def _build_pair(method, batch, form):
@@ -192,60 +183,6 @@ def test_the_omega_fp16_table_is_the_scripts_output_and_in_the_docs():
 
 # ------------------------------------------------------------------ 2. the commands, trained
 
-#: What the tests change in a GPU command besides appending --cpu: model size and length
-#: of the run (passed as the train step's extra fairseq flags, which replace the recipe's
-#: in place), and the averaging window the evaluation reads (``--avg-epochs 1-2``). The
-#: published batches are one to two updates per epoch of the test corpus, so the loss
-#: scaler starts where these tiny models' gradients fit: the few steps are updates, not
-#: overflows. The overflow path has a test of its own (the IWSLT'14 run starts at 2**20).
-TEST_SIZE = [
-    "--encoder-embed-dim", "16", "--decoder-embed-dim", "16",
-    "--encoder-ffn-embed-dim", "32", "--decoder-ffn-embed-dim", "32",
-    "--encoder-attention-heads", "2", "--decoder-attention-heads", "2",
-    "--warmup-updates", "4", "--fp16-init-scale", "4",
-]  # fmt: skip
-EVAL_LENGTH = ["--max-len-a", "0", "--max-len-b", "12"]  # untrained models: short outputs
-
-
-def gpu_command(data, run, method, batch, gpus=1, depth="2-2", extra=()):
-    """``(commands, info)`` a GPU user gets, each command with ``--cpu`` appended."""
-    args = _args(["--data", str(data), "--method", method, "--depth", depth, "--batch", batch,
-                  "--gpus", str(gpus), "--save-dir", str(run), "--avg-epochs", "1-2",
-                  "--log-interval", "1"], [*TEST_SIZE, *extra])  # fmt: skip
-    commands, info = train.build(args, env={})
-    return [[*command, "--cpu"] for command in commands], info
-
-
-def train_gpu_command(data, run, method, batch, **kwargs):
-    commands, info = gpu_command(data, run, method, batch, **kwargs)
-    lines = []
-    shim = {k: gpu_on_cpu.ENV[k] for k in ("PYTHONPATH", "CUDA_VISIBLE_DEVICES")}
-    code = train.run(commands, info, on_line=lines.append, env_extra=dict(shim, OMP_NUM_THREADS="1"))
-    log = "".join(lines)
-    assert code == 0, log[-5000:]
-    inner = [json.loads(m) for m in re.findall(r"train_inner \| (\{.*\})", log)]
-    assert inner and all(math.isfinite(float(x["loss"])) for x in inner), log[-3000:]
-    return commands, info, log
-
-
-def evaluate_and_convert(data, run, tmp_path):
-    record = evaluate.evaluate(run, cpu=True, generate_args=EVAL_LENGTH, log=lambda *_: None)
-    assert record["checkpoints"] == ["checkpoint1.pt", "checkpoint2.pt"]
-    assert record["bleu"] >= 0 and record["tokenized_bleu"] >= 0 and record["chrf"] >= 0
-    from admin_fairseq import ct2
-
-    out = tmp_path / "ct2"
-    ct2.convert(run / "eval" / "averaged.pt", out, data=Path(data) / "bin", log=lambda *_: None)
-    assert (out / "model.bin").stat().st_size > 0
-    return record
-
-
-def _state(run):
-    import admin_fairseq  # noqa: F401  (allowlists fairseq checkpoints)
-
-    return torch.load(run / "checkpoint_last.pt", map_location="cpu", weights_only=True)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["admin", "admin-scalar", "deepnet", "post-ln", "pre-ln"])
 def test_adam_memory_efficient_fp16_recipe_trains_evaluates_and_converts(bible_recipe_data, tmp_path, method):
@@ -253,49 +190,9 @@ def test_adam_memory_efficient_fp16_recipe_trains_evaluates_and_converts(bible_r
     run = tmp_path / "run"
     commands, info, log = train_gpu_command(bible_recipe_data, run, method, "8x4096")
     assert "--memory-efficient-fp16" in commands[-1] and "--fp16-no-flatten-grads" not in commands[-1]
-    state = _state(run)
+    state = saved_state(run)
     assert state["cfg"]["common"]["memory_efficient_fp16"] and state["cfg"]["optimizer"]["_name"] == "adam"
     assert state["optimizer_history"][-1]["num_updates"] >= 2
-    evaluate_and_convert(bible_recipe_data, run, tmp_path)
-
-
-@pytest.mark.slow
-def test_radam_fp16_two_step_profiled_admin_trains_evaluates_and_converts(bible_recipe_data, tmp_path):
-    """Transformer-Clinic's recipe as a GPU gets it: RAdam over fairseq's flat fp32 master
-    weights (plain --fp16), profiled Admin in two steps (a profiling run, then training with
-    the profile). Before the fixes the training run stopped at its optimizer ("does not
-    support flat params") and its checkpoints could not be loaded again."""
-    run = tmp_path / "run"
-    commands, info, log = train_gpu_command(bible_recipe_data, run, "admin-profiled", "80x8000")
-    assert len(commands) == 2 and "--admin-profile-to" in commands[0]
-    assert "--fp16" in commands[1] and "--fp16-no-flatten-grads" not in commands[1]
-    profile = json.loads((run / "admin_profile.json").read_text())
-    assert len(profile["encoder"]) == 4 and len(profile["decoder"]) == 6
-    assert profile["encoder"][0] == 1.0 and profile["encoder"][-1] > 1.0
-    state = _state(run)
-    model_cfg = state["cfg"]["model"]
-    assert state["cfg"]["optimizer"]["_name"] == "radam" and state["cfg"]["common"]["fp16"]
-    assert model_cfg.admin_profile and model_cfg.admin_profile_source == str(run / "admin_profile.json")
-    first = state["model"]["encoder.layers.0.self_attn_residual.omega"]
-    assert first.shape == (16,) and first.dtype == torch.float32  # fp32 master weights saved
-    assert state["optimizer_history"][-1]["num_updates"] >= 2
-    evaluate_and_convert(bible_recipe_data, run, tmp_path)
-
-
-@pytest.mark.slow
-def test_iwslt_recipe_radam_fp16_vector_admin_trains_evaluates_and_converts(bible_recipe_data, tmp_path):
-    """Plain --fp16 with RAdam on the IWSLT'14 model, the loss scaler starting at 2**20: it
-    overflows and halves (fairseq's overflow path, which makes a CUDA tensor) until the
-    gradients fit, then updates."""
-    run = tmp_path / "run"
-    commands, info, log = train_gpu_command(bible_recipe_data, run, "admin", "1x4096",
-                                            extra=["--fp16-init-scale", str(2**20)])  # fmt: skip
-    assert info["arch"] == "transformer_admin_iwslt_de_en" and "--fp16" in commands[-1]
-    assert re.search(r"gradient overflow detected.*loss scale to: 524288", log), log[-3000:]
-    assert _state(run)["optimizer_history"][-1]["num_updates"] >= 5
-    omega = _state(run)["model"]["encoder.layers.0.self_attn_residual.omega"]
-    # fp32 master weights: RAdam's steps move each entry of the vector omegas its own way
-    assert omega.dtype == torch.float32 and not torch.all(omega == omega[0])
     evaluate_and_convert(bible_recipe_data, run, tmp_path)
 
 
@@ -310,11 +207,11 @@ def test_two_gpu_command_with_in_run_profile_broadcast_save_and_resume(bible_rec
     assert "--distributed-backend" not in commands[-1] and "--ddp-backend" not in commands[-1]
     assert "Admin profiled 4 encoder omegas" in log
     assert "rank 1 of 2" in (run / "logs" / "rank1.log").read_text()
-    updates = _state(run)["optimizer_history"][-1]["num_updates"]
+    updates = saved_state(run)["optimizer_history"][-1]["num_updates"]
     commands, info, log = train_gpu_command(bible_recipe_data, run, "admin-profiled", "8x4096", gpus=2,
                                             extra=["--max-epoch", "3", "--max-update", str(updates + 1)])  # fmt: skip
     assert re.search(rf"Loaded checkpoint \S+checkpoint_last\.pt \(epoch \d+ @ {updates} updates\)", log)
-    assert _state(run)["optimizer_history"][-1]["num_updates"] == updates + 1
+    assert saved_state(run)["optimizer_history"][-1]["num_updates"] == updates + 1
 
 
 @pytest.mark.slow
@@ -338,7 +235,7 @@ def test_vector_omegas_under_memory_efficient_fp16_move_only_above_half_the_fp16
     run = tmp_path / "run"
     train_gpu_command(bible_recipe_data, run, "admin", "128x4096", depth="6-6",
                       extra=["--lr", lr, "--update-freq", "1", "--max-update", "10"])  # fmt: skip
-    state = _state(run)
+    state = saved_state(run)
     assert state["optimizer_history"][-1]["num_updates"] == 10
     omegas = {k: v for k, v in state["model"].items() if k.endswith("_residual.omega")}
     assert len(omegas) == 5 * 6
