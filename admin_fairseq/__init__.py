@@ -16,11 +16,13 @@ from admin_fairseq.core import (  # noqa: F401
 
 import logging
 
+from admin_fairseq.errors import UserError
+
 __version__ = "0.1.0"
 SUPPORTED_FAIRSEQ = "0.12"  # fairseq 0.12.x: 0.12.2 from source, or the fairseq-fixed 0.12.3.1 wheel
 
 
-class UnsupportedFairseq(ImportError):
+class UnsupportedFairseq(UserError, ImportError):
     """The installed fairseq is not a version this plugin works with."""
 
 
@@ -52,11 +54,11 @@ def _import_fairseq_quietly():
         return False
     else:
         check_fairseq_version(getattr(fairseq, "__version__", "unknown"), getattr(fairseq, "__file__", "?"))
-        from admin_fairseq import checkpoint_compat, models, optim  # noqa: F401
+        from admin_fairseq import checkpoint_compat, checkpoints, models, optim  # noqa: F401
 
         checkpoint_compat.allow_fairseq_checkpoints()
         checkpoint_compat.allow_resuming_on_several_workers()
-        checkpoint_compat.explain_unreadable_checkpoints()
+        checkpoints.guard_fairseq_loader()
         return True
     finally:
         logging.disable(disabled)

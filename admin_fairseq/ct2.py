@@ -25,39 +25,27 @@ import time
 from argparse import Namespace
 from pathlib import Path
 
+from admin_fairseq import checkpoints
+from admin_fairseq.errors import UserError
+
 QUANTIZATIONS = ("float32", "int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16",
                  "float16", "bfloat16")  # fmt: skip
 RECORD = "admin_fairseq.json"
 
 
-class DeployError(ValueError):
+class DeployError(UserError, ValueError):
     """The model or its files cannot be used; the message names what is wrong."""
 
 
 def read_checkpoint(path):
     """The checkpoint (mapped, not read into memory), its model settings (a Namespace) and its
-    task settings (a dict)."""
-    import torch
+    task settings (a dict), read by the project's one checkpoint reader."""
+    from admin_fairseq.checkpoints import CheckpointError, read_settings
 
-    path = Path(path)
-    if not path.is_file():
-        raise DeployError(f"checkpoint {path} does not exist")
     try:
-        # mmap: the settings are read without reading every weight into memory first
-        state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except Exception:
-        try:  # a file in torch's legacy format cannot be mapped
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as err:  # a truncated or foreign file: say which
-            raise DeployError(f"{path} is not a readable PyTorch checkpoint ({err})") from err
-    cfg = state.get("cfg") if isinstance(state, dict) else None
-    if not cfg or cfg.get("model") is None:
-        raise DeployError(f"{path} is not a fairseq checkpoint (no cfg.model in it)")
-    model = cfg["model"]
-    model = Namespace(**model) if isinstance(model, dict) else model
-    task = cfg.get("task") or {}
-    task = dict(task) if isinstance(task, dict) else dict(vars(task))
-    return state, model, task
+        return read_settings(path)
+    except CheckpointError as err:
+        raise DeployError(str(err)) from err
 
 
 def model_kind(model):
@@ -116,7 +104,7 @@ def _plain_checkpoint_for_converter(source, target):
     form) with torch's weights_only loader: write the checkpoint that way."""
     import torch
 
-    state = torch.load(source, map_location="cpu", weights_only=False)
+    state = checkpoints.read(source, mmap=False)
     model = state["cfg"]["model"]
     state["cfg"]["model"] = Namespace(**model) if isinstance(model, dict) else model
     state["args"] = None

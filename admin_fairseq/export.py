@@ -31,10 +31,12 @@ from pathlib import Path
 
 import torch
 
+from admin_fairseq.errors import UserError
+
 ADMIN_KEY_SUFFIX = "_residual.omega"
 
 
-class ExportError(ValueError):
+class ExportError(UserError, ValueError):
     """The checkpoint cannot be rewritten as a plain transformer; the message says why."""
 
 
@@ -185,9 +187,9 @@ def _atomic_save(obj, path):
 def export_checkpoint(input_path, output_path):
     """Rewrite an Admin checkpoint as a plain ``transformer`` one. Writes nothing and raises
     :class:`ExportError` when the model cannot be folded."""
-    from fairseq import checkpoint_utils  # the export needs fairseq; the core does not
+    from admin_fairseq.checkpoints import load_fairseq  # fairseq's loader, guarded
 
-    state = checkpoint_utils.load_checkpoint_to_cpu(str(input_path))
+    state = load_fairseq(input_path)
     cfg = state.get("cfg")
     if cfg is None or cfg.get("model") is None:
         raise ExportError(f"{input_path} has no model configuration (cfg.model)")

@@ -191,10 +191,10 @@ def _launch(flags, device, workers):
 
 
 def _trained(output, save_dir):
-    import admin_fairseq  # noqa: F401  (allowlists fairseq checkpoints)
+    from admin_fairseq.checkpoints import read
 
     losses = [float(json.loads(m)["loss"]) for m in re.findall(r"train_inner \| (\{.*\})", output)]
-    state = torch.load(Path(save_dir) / "checkpoint_last.pt", map_location="cpu", weights_only=True)
+    state = read(Path(save_dir) / "checkpoint_last.pt")
     return {"updates": state["optimizer_history"][-1]["num_updates"], "losses": losses,
             "finite": bool(losses) and all(math.isfinite(x) for x in losses)}  # fmt: skip
 

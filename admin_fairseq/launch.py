@@ -27,11 +27,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from admin_fairseq.errors import UserError
+
 LAUNCHERS = ("none", "torchrun", "slurm")
 TORCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
-class LaunchError(Exception):
+class LaunchError(UserError):
     """The launcher's environment does not match the run; the message says what to change."""
 
 

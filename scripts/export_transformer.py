@@ -17,7 +17,8 @@ import argparse
 import logging
 import sys
 
-from admin_fairseq.export import ExportError, export_checkpoint, max_logprob_difference
+from admin_fairseq.errors import UserError
+from admin_fairseq.export import export_checkpoint, max_logprob_difference
 
 
 def main(argv=None):
@@ -34,7 +35,7 @@ def main(argv=None):
     logging.getLogger("fairseq").setLevel(logging.WARNING)
     try:
         report = export_checkpoint(args.input, args.output)
-    except ExportError as err:
+    except UserError as err:  # the model cannot be folded, or the checkpoint cannot be read
         print(f"export refused: {err}\nnothing was written.", file=sys.stderr)
         return 2
     print(f"wrote {report.output} (--arch transformer, no --user-dir needed)")

@@ -210,3 +210,71 @@ def test_failure_table_lists_every_case_with_its_message():
     assert set(rows) == {case.id for case in CASES}
     for case in CASES:
         assert case.expect in rows[case.id], case.id
+
+
+class _RunsCode:
+    """Unpickling this calls ``os.system``: what a malicious checkpoint does."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_crafted_checkpoint_is_refused_by_every_command_and_never_runs(ctx, capsys):
+    """A checkpoint whose pickle calls os.system, given to every command that opens
+    checkpoints: each refuses it with a message naming the file and the class, exits non-zero,
+    and the code never runs (its marker file is never created). The project's own commands
+    run in this process (the payload would run here); fairseq's run as subprocesses."""
+    import runpy
+
+    from admin_fairseq import ct2, translate
+    from admin_fairseq.recipes import evaluate
+
+    tmp = ctx["tmp"] / "crafted"
+    tmp.mkdir()
+    marker = tmp / "CODE-RAN"
+    evil = tmp / "shared.pt"
+    torch.save({"cfg": {"model": _RunsCode(marker), "task": {}}, "model": {"w": torch.zeros(2)},
+                "optimizer_history": []}, evil)  # fmt: skip
+    run = tmp / "run"
+    run.mkdir()
+    shutil.copy(evil, run / "checkpoint1.pt")
+    resume = tmp / "resume"
+    resume.mkdir()
+    shutil.copy(evil, resume / "checkpoint_last.pt")
+    (tmp / "in.txt").write_text("hello\n")
+    refused = re.compile(r"checkpoint \S*(shared|checkpoint1|checkpoint_last)\.pt holds posix\.system, which no "
+                         r"fairseq checkpoint holds .* it was refused unread")  # fmt: skip
+
+    def in_process(main, argv):
+        sys.argv = [main.__module__, *map(str, argv)]
+        try:
+            code = main(list(map(str, argv)))
+        except SystemExit as exit_:
+            code = exit_.code
+        return code, capsys.readouterr().err
+
+    export_script = runpy.run_path(str(REPO / "scripts" / "export_transformer.py"))["main"]
+    ours = {
+        "ct2": (ct2.main, ["--checkpoint", evil, "--out", tmp / "ct2", "--data", ctx["bin"]]),
+        "translate": (translate.main, ["--model", evil, "--input", tmp / "in.txt"]),
+        "export": (export_script, ["--input", evil, "--output", tmp / "plain.pt"]),
+        "evaluate": (evaluate.main, ["--run", run, "--data", ctx["recipe_data"], "--avg-last", "1"]),
+    }
+    for name, (main, argv) in ours.items():
+        code, err = in_process(main, argv)
+        assert code == 2 and refused.search(err), (name, code, err[-2000:])
+    theirs = {
+        "--admin-profile-from": _train(ctx, "--admin-init", "--admin-profile-from", evil),
+        "resume": _train(ctx, "--admin-init", save=resume.relative_to(ctx["tmp"])),
+        "fairseq-generate": _proc([cli_path("fairseq-generate"), ctx["bin"], "--user-dir", USER_DIR, "--path", evil,
+                                   "--gen-subset", "test", "--cpu", "--max-tokens", "2000"]),  # fmt: skip
+    }
+    for name, result in theirs.items():
+        assert result.returncode != 0 and refused.search(result.stderr), (name, result.stderr[-2000:])
+    assert not marker.exists(), "a command ran the checkpoint's code"
+    assert not (tmp / "ct2").exists() and not (tmp / "plain.pt").exists()

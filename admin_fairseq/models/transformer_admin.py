@@ -318,7 +318,12 @@ def load_omega_profile(model, path):
                 )
             values.update({k: torch.as_tensor(v, dtype=torch.float32) for k, v in zip(keys, given)})
     else:
-        state = torch.load(path, map_location="cpu")
+        from admin_fairseq.checkpoints import CheckpointError, read
+
+        try:
+            state = read(path)
+        except CheckpointError as err:
+            raise ValueError(f"--admin-profile-from: {err}") from None
         state = state.get("model", state)
         values = {k: state[k] for k, _ in residuals if k in state}
         missing = [k for k, _ in residuals if k not in values]

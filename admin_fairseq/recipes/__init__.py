@@ -6,5 +6,8 @@ clusters and the tiny Bible runs on a CPU (tests and the main job).
 """
 
 
-class RecipeError(Exception):
+from admin_fairseq.errors import UserError
+
+
+class RecipeError(UserError):
     """A problem with the user's input that the message explains; the CLIs exit 2 on it."""

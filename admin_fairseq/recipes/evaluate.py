@@ -42,20 +42,13 @@ _UPDATE_CHECKPOINT = re.compile(r"checkpoint_(\d+)_(\d+)\.pt$")
 
 
 def load_checkpoint(path):
-    """``torch.load`` a fairseq checkpoint on the CPU, with a clear error for a bad file."""
-    import torch
-
-    import admin_fairseq  # noqa: F401  (allowlists what a fairseq checkpoint holds)
-    from admin_fairseq.checkpoint_compat import explain_load_error
+    """A fairseq checkpoint on the CPU, read by the project's one checkpoint reader."""
+    from admin_fairseq.checkpoints import CheckpointError, read
 
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated zip, bad pickle, not a checkpoint at all ...
-        explained = explain_load_error(path, err)
-        raise RecipeError(
-            str(explained) if explained is not None
-            else f"checkpoint {path} cannot be read ({type(err).__name__}: {str(err)[:200]})"
-        ) from err
+        state = read(path)
+    except CheckpointError as err:
+        raise RecipeError(str(err)) from err
     if not isinstance(state, dict) or "model" not in state:
         raise RecipeError(f"{path} is not a fairseq checkpoint (no 'model' entry)")
     return state
