@@ -10,6 +10,9 @@ def build_from_flags(data_dir, flags, seed=None):
     Returns ``(model, task, cfg)``. Used by the analysis and benchmark scripts and the tests,
     so that what they measure is the model users train.
     """
+    from admin_fairseq import plugin
+
+    plugin.load()  # transformer_admin registered, whether or not the flags name --user-dir
     from fairseq import options, tasks
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 

@@ -128,7 +128,9 @@ def guard_fairseq_loader():
 
 def load_fairseq(path):
     """fairseq's own loading of ``path`` (a dict with its settings upgraded), guarded."""
-    guard_fairseq_loader()
+    from admin_fairseq import plugin
+
+    plugin.load()  # includes guard_fairseq_loader
     from fairseq import checkpoint_utils
 
     return checkpoint_utils.load_checkpoint_to_cpu(str(path))

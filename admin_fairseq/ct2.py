@@ -25,6 +25,7 @@ import time
 from argparse import Namespace
 from pathlib import Path
 
+from admin_fairseq import atomic
 from admin_fairseq import checkpoints
 from admin_fairseq.errors import UserError
 
@@ -128,6 +129,9 @@ def convert(checkpoint, out, quantization="float32", data=None, spm_model=None, 
         raise DeployError(f"{out} exists; choose another --out or pass --force to replace it")
     checkpoint = Path(checkpoint)
     _, model, task = read_checkpoint(checkpoint)
+    from admin_fairseq import plugin
+
+    plugin.load()  # the export and the converter load the model through fairseq
     kind = model_kind(model)
     bin_dir, src, tgt, spm_path = data_files(model, task, checkpoint, data, spm_model)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -162,7 +166,7 @@ def convert(checkpoint, out, quantization="float32", data=None, spm_model=None, 
             str(model_dir), quantization=None if quantization == "float32" else quantization
         )  # fmt: skip
         shutil.copyfile(spm_path, model_dir / spm_path.name)
-        (model_dir / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+        atomic.write_json(model_dir / RECORD, record)
         size = sum(f.stat().st_size for f in model_dir.iterdir())
         log(f"[ct2 3/3] {out}: model.bin, vocabularies, {spm_path.name}, {RECORD} ({size / 2**20:.1f} MiB)")
         if out.exists():
@@ -187,7 +191,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         convert(args.checkpoint, args.out, args.quantization, args.data, args.spm, args.force)
-    except DeployError as err:
+    except UserError as err:
         print(f"ct2: error: {err}\nnothing was written.", file=sys.stderr)
         return 2
     return 0

@@ -24,13 +24,11 @@ embeddings have no such fold; the export refuses them and says why.
 """
 
 import copy
-import os
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
+from admin_fairseq import atomic
 from admin_fairseq.errors import UserError
 
 ADMIN_KEY_SUFFIX = "_residual.omega"
@@ -171,19 +169,6 @@ def plain_model_args(args):
     return plain
 
 
-def _atomic_save(obj, path):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def export_checkpoint(input_path, output_path):
     """Rewrite an Admin checkpoint as a plain ``transformer`` one. Writes nothing and raises
     :class:`ExportError` when the model cannot be folded."""
@@ -217,7 +202,7 @@ def export_checkpoint(input_path, output_path):
         "optimizer_history": copy.deepcopy(state.get("optimizer_history", [])),
         "extra_state": {"exported_from": str(input_path)},
     }
-    _atomic_save(exported, output_path)
+    atomic.torch_save(exported, output_path)
     return ExportReport(output=str(output_path), steps=steps, changes=changes, added_parameters=added)
 
 
@@ -230,6 +215,9 @@ def _to_container(cfg):
 
 
 def _load(path, data):
+    from admin_fairseq import plugin
+
+    plugin.load()  # an Admin checkpoint needs transformer_admin registered
     from fairseq import checkpoint_utils
 
     overrides = {"data": str(data)} if data is not None else None

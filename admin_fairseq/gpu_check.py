@@ -43,6 +43,8 @@ from pathlib import Path
 
 import torch
 
+from admin_fairseq import atomic, fairseq_log
+
 REPO = Path(__file__).resolve().parents[1]
 TINY_WIDTH = ["--encoder-embed-dim", "32", "--decoder-embed-dim", "32",
               "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64",
@@ -67,9 +69,10 @@ def say(text):
 
 
 def environment():
-    import fairseq
-
     import admin_fairseq
+    from admin_fairseq import plugin
+
+    fairseq = plugin.load()
 
     info = {
         "python": platform.python_version(), "platform": platform.platform(),
@@ -90,7 +93,7 @@ def _dictionary(folder, size):
     folder.mkdir(parents=True, exist_ok=True)
     words = "".join(f"w{i} 1\n" for i in range(size))
     for lang in ("src", "tgt"):
-        (folder / f"dict.{lang}.txt").write_text(words)
+        atomic.write_text(folder / f"dict.{lang}.txt", words)
     return folder
 
 
@@ -151,7 +154,7 @@ def train_speed(method, device, tiny, work):
     output = result.stdout + result.stderr
     if result.returncode != 0:
         raise RuntimeError(f"the {method} training run failed (exit {result.returncode}):\n{output[-3000:]}")
-    inner = [json.loads(m) for m in re.findall(r"train_inner \| (\{.*\})", output)]
+    inner = [stats for _, stats in fairseq_log.records(output.splitlines(), "train_inner")]
     wps = [float(x["wps"]) for x in inner[1:]]  # the first interval includes the start-up
     peak = json.loads(re.search(r"PEAK_BYTES (\S+)", output).group(1))
     return {"words_per_second": round(statistics.median(wps)), "intervals": len(wps),
@@ -193,7 +196,7 @@ def _launch(flags, device, workers):
 def _trained(output, save_dir):
     from admin_fairseq.checkpoints import read
 
-    losses = [float(json.loads(m)["loss"]) for m in re.findall(r"train_inner \| (\{.*\})", output)]
+    losses = [float(stats["loss"]) for _, stats in fairseq_log.records(output.splitlines(), "train_inner")]
     state = read(Path(save_dir) / "checkpoint_last.pt")
     return {"updates": state["optimizer_history"][-1]["num_updates"], "losses": losses,
             "finite": bool(losses) and all(math.isfinite(x) for x in losses)}  # fmt: skip
@@ -343,9 +346,9 @@ def main(argv=None):
         result["gpu_tests"] = gpu_tests()
     say(f"gpu tests: {result['gpu_tests']['summary']}")
 
-    (out / "gpu_check.json").write_text(json.dumps(result, indent=2) + "\n")
+    atomic.write_json(out / "gpu_check.json", result)
     markdown = report_markdown(result)
-    (out / "gpu_check.md").write_text(markdown)
+    atomic.write_text(out / "gpu_check.md", markdown)
     print(markdown)
     say(f"written: {out / 'gpu_check.json'}, {out / 'gpu_check.md'}")
     ok = deep["finite"] and all(

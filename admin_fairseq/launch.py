@@ -176,7 +176,7 @@ def main(argv=None):
     flags = argv[cut + 1:]
     try:
         worker = plan(args.launcher, flags, os.environ, args.master_port)
-    except LaunchError as err:
+    except UserError as err:
         print(f"launch: error: {err}", file=sys.stderr)
         return 2
     if args.launcher != "torchrun":

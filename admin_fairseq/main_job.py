@@ -29,7 +29,6 @@ DeepNet and profiled Admin are one ``--methods`` away.
 import argparse
 import json
 import os
-import re
 import shlex
 import shutil
 import sys
@@ -38,11 +37,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from admin_fairseq import atomic, fairseq_log
 from admin_fairseq.recipes import RecipeError
 from admin_fairseq.recipes import compare as compare_step
 from admin_fairseq.recipes import evaluate as evaluate_step
 from admin_fairseq.recipes import prepare as prepare_step
 from admin_fairseq.recipes import train as train_step
+from admin_fairseq.errors import UserError
 
 DEFAULTS = {
     "methods": "post-ln,admin", "depth": "12-12", "width": 64, "updates": 1400, "warmup": 300,
@@ -53,8 +54,6 @@ QUICK = {
     "methods": "post-ln,pre-ln,admin", "updates": 120, "warmup": 60, "valid_every": 20,
     "valid_size": 200, "test_size": 100, "beam": 2, "train_size": 10000,
 }  # fmt: skip
-_INNER = re.compile(r"\| train_inner \| (\{.*\})")
-_VALID = re.compile(r"\| valid \| (\{.*\})")
 
 
 def _minutes(seconds):
@@ -70,15 +69,12 @@ class Progress:
         self.valid = None
 
     def __call__(self, line):
-        match = _VALID.search(line)
-        if match:
-            stats = json.loads(match.group(1))
+        kind, stats = fairseq_log.record(line) or (None, None)
+        if kind == "valid":
             self.valid = stats.get("valid_loss")
             self.log(f"{self.tag} update {stats.get('valid_num_updates')}: valid loss {self.valid}")
             return
-        match = _INNER.search(line)
-        if match:
-            stats = json.loads(match.group(1))
+        if kind == "train_inner":
             done = int(float(stats.get("num_updates", 0)))
             elapsed = time.time() - self.start
             left = elapsed / max(done, 1) * (self.updates - done)
@@ -246,7 +242,7 @@ def run_main_job(settings, out, log=print):
     command = "python -m admin_fairseq.main_job " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     record = {"settings": settings, "seconds": timings, "command": command.strip(),
               "finished": time.strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
-    record_path.write_text(json.dumps(record, indent=2) + "\n")
+    atomic.write_json(record_path, record)
     log("")
     log((out / "comparison.md").read_text())
     log(f"[main] done in {_minutes(total)}: {out / 'comparison.md'}, {out / 'comparison.csv'}, "
@@ -318,7 +314,7 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         run_main_job(settings_from(args), args.out)
-    except (RecipeError, ValueError, RuntimeError) as err:
+    except (UserError, ValueError, RuntimeError) as err:
         print(f"main_job: error: {err}", file=sys.stderr)
         return 2
     return 0

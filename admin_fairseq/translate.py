@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from admin_fairseq.ct2 import RECORD, DeployError, data_files, model_kind, read_checkpoint, text_form_of
+from admin_fairseq.errors import UserError
 
 PROGRESS_EVERY = 5.0  # seconds between progress lines on stderr
 
@@ -118,6 +119,9 @@ class FairseqModel:
     def __init__(self, path, beam, lenpen, max_len_a, max_len_b, threads, data=None, spm_model=None):
         import torch
 
+        from admin_fairseq import plugin
+
+        plugin.load()  # an Admin checkpoint needs transformer_admin registered
         from fairseq import checkpoint_utils
 
         _, model_args, task_args = read_checkpoint(path)
@@ -230,7 +234,7 @@ def main(argv=None):
         model = load_model(args)
         loaded = time.time()
         translations = translate_lines(model, lines, args.batch_size, log)
-    except DeployError as err:
+    except UserError as err:
         print(f"translate: error: {err}", file=sys.stderr)
         return 2
     sys.stdout.write("".join(t + "\n" for t in translations))

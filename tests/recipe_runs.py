@@ -8,9 +8,9 @@ import re
 import sys
 from pathlib import Path
 
-import torch
 
 from admin_fairseq.recipes import evaluate, train
+from admin_fairseq.checkpoints import read as read_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "gpu_on_cpu"))
 import gpu_on_cpu  # noqa: E402
@@ -71,6 +71,5 @@ def evaluate_and_convert(data, run, tmp_path):
 
 
 def state(run):
-    import admin_fairseq  # noqa: F401  (allowlists fairseq checkpoints)
 
-    return torch.load(run / "checkpoint_last.pt", map_location="cpu", weights_only=True)
+    return read_checkpoint(run / "checkpoint_last.pt")

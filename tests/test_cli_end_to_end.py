@@ -16,6 +16,7 @@ from fairseq import checkpoint_utils
 
 from admin_fairseq.core import calculate_init
 from admin_fairseq.evaluation import read_hypotheses, score
+from admin_fairseq.checkpoints import read as read_checkpoint
 
 from conftest import BIBLE_TEST_SIZE as TEST_SIZE
 from conftest import USER_DIR, run_cli
@@ -72,7 +73,7 @@ def test_train_reload_resume_generate_score(bible, tmp_path, form):
 
     # 2. reload: omega in the checkpoint file == omega in the model fairseq rebuilds from it
     last = save_dir / "checkpoint_last.pt"
-    saved = _omegas(torch.load(last, map_location="cpu")["model"])  # weights_only load
+    saved = _omegas(read_checkpoint(last)["model"])
     assert len(saved) == 2 * LAYERS + 3 * LAYERS
     models, _, _ = checkpoint_utils.load_model_ensemble_and_task([str(last)])
     rebuilt = _omegas(models[0].state_dict())
@@ -96,7 +97,7 @@ def test_train_reload_resume_generate_score(bible, tmp_path, form):
     resumed = _train_losses(log)
     assert resumed[0][0] > FIRST_RUN_UPDATES and resumed[-1][0] == RESUMED_UPDATES
     assert abs(resumed[0][1] - losses[-1][1]) < 1.0, (losses[-1], resumed[0])
-    after = _omegas(torch.load(last, map_location="cpu")["model"])
+    after = _omegas(read_checkpoint(last)["model"])
     if form == "scalar":
         assert torch.equal(after[enc_key], saved[enc_key])
 
@@ -189,5 +190,5 @@ def test_profiled_admin_on_two_cpu_workers(bible, tmp_path):
     assert "distributed init (rank 1)" in logs[1]
     assert len(re.findall(r"Admin profiled \d+ (encoder|decoder) omegas", logs[0])) == 2
     assert _train_losses(logs[0])[-1][0] == 20
-    state = torch.load(tmp_path / "ckpt" / "checkpoint_last.pt", map_location="cpu")
+    state = read_checkpoint(tmp_path / "ckpt" / "checkpoint_last.pt")
     assert state["model"]["admin_omega_profiled"].item() == 1

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from admin_fairseq.checkpoints import read as read_checkpoint
 
-import admin_fairseq  # noqa: F401  (allowlists fairseq checkpoints for torch.load)
 
 from conftest import REPO, free_port
 
@@ -115,7 +115,7 @@ def _two_nodes(hosts, data, save_dir, kill_node_1_when=None):
 
 
 def _weights(save_dir):
-    state = torch.load(save_dir / "checkpoint_last.pt", map_location="cpu")
+    state = read_checkpoint(save_dir / "checkpoint_last.pt")
     return state["model"], state["optimizer_history"][-1]["num_updates"]
 
 

@@ -124,7 +124,8 @@ def test_cpu_with_the_recipes_fp16_is_refused_with_the_reason():
 
 _FLAT_VS_SEPARATE = """
 import json, sys, torch
-import admin_fairseq  # registers --optimizer radam
+from admin_fairseq import plugin
+plugin.load()  # registers --optimizer radam
 from omegaconf import OmegaConf
 from fairseq.optim.fp16_optimizer import FP16Optimizer
 

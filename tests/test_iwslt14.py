@@ -191,7 +191,9 @@ def test_train_step_uses_the_published_iwslt_settings():
     assert info["avg_epochs"] == "81-90" and info["size"] == "iwslt"
     from fairseq.models import ARCH_MODEL_REGISTRY  # noqa: F401
 
-    import admin_fairseq  # noqa: F401
+    from admin_fairseq import plugin
+
+    plugin.load()
     from fairseq.models import ARCH_CONFIG_REGISTRY
     from argparse import Namespace
 

@@ -11,8 +11,8 @@ import time
 import pytest
 import torch
 
-import admin_fairseq  # noqa: F401  (allowlists the classes of fairseq checkpoints for torch.load)
 
+from admin_fairseq.checkpoints import read as read_checkpoint
 from conftest import USER_DIR, cli_path, free_port
 
 DUMP_EACH_RANK = """
@@ -90,7 +90,7 @@ def test_sigkill_then_same_command_resumes_exactly(bible, tmp_path, variant):
     killed = _run_until(cmd, tmp_path, past_first_checkpoint)
     assert "Saved checkpoint" in killed
     last = save_dir / "checkpoint_last.pt"
-    state = torch.load(last, map_location="cpu")  # complete and loadable
+    state = read_checkpoint(last)  # complete and loadable
     assert state["optimizer_history"][-1]["num_updates"] == 50
     assert not list(save_dir.glob("*.tmp"))
     saved_omega = {k: v for k, v in state["model"].items() if k.endswith("_residual.omega")}
@@ -107,7 +107,7 @@ def test_sigkill_then_same_command_resumes_exactly(bible, tmp_path, variant):
     # the same batches, dropout masks and weights: the resumed run repeats the killed one
     for update in (55, 60, 65):
         assert after[update] == pytest.approx(before[update], abs=0.002), (update, before, after)
-    final = torch.load(last, map_location="cpu")
+    final = read_checkpoint(last)
     assert final["optimizer_history"][-1]["num_updates"] == 120
     if variant == "scalar":
         for key, value in saved_omega.items():
@@ -123,10 +123,10 @@ def test_killed_while_saving_leaves_a_loadable_checkpoint(bible, tmp_path):
     # first checkpoint complete, then kill as soon as the second save starts
     out = _run_until(cmd, tmp_path, lambda o: o.count("Preparing to save checkpoint") >= 2)
     assert "Preparing to save checkpoint" in out
-    state = torch.load(save_dir / "checkpoint_last.pt", map_location="cpu")
+    state = read_checkpoint(save_dir / "checkpoint_last.pt")
     assert state["optimizer_history"][-1]["num_updates"] in (50, 100)
     for path in save_dir.glob("*.pt"):
-        torch.load(path, map_location="cpu")  # every .pt file there is complete
+        read_checkpoint(path)  # every .pt file there is complete
 
 
 @pytest.mark.slow
@@ -163,8 +163,8 @@ def test_two_cpu_workers_match_one_worker_with_update_freq_2(bible, tmp_path):
     differ = [k for k in rank0 if not torch.equal(rank0[k], rank1[k])]
     assert not differ, f"ranks disagree on {differ[:5]}"  # identical, omegas included
 
-    one_state = torch.load(tmp_path / "one" / "checkpoint_last.pt", map_location="cpu")
-    two_state = torch.load(tmp_path / "two" / "checkpoint_last.pt", map_location="cpu")
+    one_state = read_checkpoint(tmp_path / "one" / "checkpoint_last.pt")
+    two_state = read_checkpoint(tmp_path / "two" / "checkpoint_last.pt")
     for state in (one_state, two_state):
         assert state["optimizer_history"][-1]["num_updates"] == 20
     one, two = one_state["model"], two_state["model"]

@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from admin_fairseq.recipes import RecipeError, compare, evaluate, prepare, train
+from admin_fairseq.checkpoints import read as read_checkpoint
 from conftest import REPO
 
 SHELL_SCRIPTS = (sorted((REPO / "recipes").glob("*.sh")) + sorted((REPO / "recipes").glob("slurm/*.sbatch"))
@@ -670,10 +671,9 @@ def test_bible_chain_prepare_train_evaluate_compare(tmp_path):
                            text=True, env=env, timeout=600)  # fmt: skip
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("already finished this exact command") == 2
-    import admin_fairseq  # noqa: F401  (allowlists fairseq checkpoint classes for torch.load)
 
     for row in rows:
-        state = torch.load(tmp_path / "runs" / row["run"] / "checkpoint_last.pt", map_location="cpu")
+        state = read_checkpoint(tmp_path / "runs" / row["run"] / "checkpoint_last.pt")
         assert state["optimizer_history"][-1]["num_updates"] == 60
 
 

@@ -151,3 +151,34 @@ def test_core_imports_without_fairseq():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_importing_the_package_loads_no_fairseq_and_changes_nothing():
+    """With fairseq installed, ``import admin_fairseq`` and its core import no fairseq module
+    and leave torch's pickle allowlist as it was; under an unsupported fairseq version they
+    still import, and only loading the plugin refuses, naming the version."""
+    code = textwrap.dedent(
+        """
+        import sys, types
+        import torch
+        allowed = list(torch.serialization.get_safe_globals())
+        import admin_fairseq, admin_fairseq.core
+        from admin_fairseq.core import as_module, as_parameter, OmegaResidual
+        assert not [m for m in sys.modules if m == "fairseq" or m.startswith("fairseq.")]
+        assert list(torch.serialization.get_safe_globals()) == allowed
+        old = types.ModuleType("fairseq")
+        old.__version__ = "0.10.2"
+        sys.modules["fairseq"] = old
+        from admin_fairseq import plugin
+        try:
+            plugin.load()
+        except admin_fairseq.UnsupportedFairseq as err:
+            assert "found fairseq 0.10.2" in str(err), err
+        else:
+            raise AssertionError("fairseq 0.10.2 was accepted")
+        print("ok")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "ok"

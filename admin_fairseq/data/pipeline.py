@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from admin_fairseq import atomic
 from admin_fairseq.data import bible, spm
 
 
@@ -35,7 +36,7 @@ def fairseq_preprocess(spm_dir, dest, src, tgt, workers=2, log=print):
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"fairseq-preprocess failed:\n{(result.stdout + result.stderr)[-3000:]}")
-    done.write_text("ok\n")
+    atomic.write_text(done, "ok\n")
     log(f"{dest}: binarised")
     return dest
 
@@ -55,7 +56,7 @@ def binarize_bible(out_dir, pair="en-fr", train_size=None, valid_size=500, test_
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     bible.prepare(out_dir, pair, valid_size=valid_size, train_size=train_size,
                   test_size=test_size, log=log)  # fmt: skip
-    record.write_text(json.dumps(signature) + "\n")
+    atomic.write_text(record, json.dumps(signature) + "\n")
     spm.train_and_encode(out_dir, src, tgt, vocab_size, log=log)
     binary = fairseq_preprocess(out_dir / "spm", out_dir / "bin", src, tgt, log=log)
     return {"raw": out_dir, "spm_model": out_dir / "spm.model", "bin": binary}

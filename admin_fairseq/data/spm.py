@@ -12,6 +12,8 @@ import json
 import os
 from pathlib import Path
 
+from admin_fairseq import atomic
+
 SPLITS = ("train", "valid", "test")
 #: Fixed so that two machines learn byte-identical models: sentencepiece records the thread
 #: count (and the input paths) in the model, and the learned pieces depend on the thread count.
@@ -78,7 +80,7 @@ def train_and_encode(data_dir, src, tgt, vocab_size=8000, splits=SPLITS, log=pri
             )
         finally:
             os.chdir(cwd)
-        settings_path.write_text(json.dumps(settings) + "\n")
+        atomic.write_text(settings_path, json.dumps(settings) + "\n")
     processor = spm.SentencePieceProcessor(model_file=str(model_path))
     out_dir = data_dir / "spm"
     out_dir.mkdir(exist_ok=True)
@@ -89,9 +91,8 @@ def train_and_encode(data_dir, src, tgt, vocab_size=8000, splits=SPLITS, log=pri
             if not raw.exists():
                 raise FileNotFoundError(f"{raw} is missing; prepare the corpus first")
             if not encoded.exists() or encoded.stat().st_mtime < raw.stat().st_mtime:
-                tmp = encoded.with_suffix(encoded.suffix + ".tmp")
-                _encode_file(processor, raw, tmp, threads or os.cpu_count() or 1, log)
-                os.replace(tmp, encoded)
+                with atomic.replacing(encoded) as tmp:
+                    _encode_file(processor, raw, tmp, threads or os.cpu_count() or 1, log)
             counts[f"spm/{split}.{lang}"] = line_count(encoded)
         if counts[f"spm/{split}.{src}"] != counts[f"spm/{split}.{tgt}"]:
             raise ValueError(

@@ -38,6 +38,7 @@ from fairseq.models.transformer import (
 from fairseq.models.transformer import transformer_legacy as fairseq_archs
 from fairseq.modules.checkpoint_activations import checkpoint_wrapper
 
+from admin_fairseq import atomic
 from admin_fairseq.core.deepnorm import encoder_decoder_constants
 from admin_fairseq.core.omega import OUTPUT_CHANGE_SCALES, calculate_init, canonical_scale
 from admin_fairseq.modules.transformer_layer import (
@@ -498,11 +499,7 @@ class AdminTransformerModel(TransformerModel):
                    for _, module in _omega_residuals(stack)]
             for side, stack in (("encoder", self.encoder), ("decoder", self.decoder))
         }  # fmt: skip
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(profile, indent=1) + "\n")
-        tmp.replace(path)
+        atomic.write_text(path, json.dumps(profile, indent=1) + "\n")
 
 
 # ---------------------------------------------------------------------------------------

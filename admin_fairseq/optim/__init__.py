@@ -1,3 +1,2 @@
-"""Optimizers the published recipes need that fairseq does not ship (registered on import)."""
-
-from admin_fairseq.optim import radam  # noqa: F401
+"""Optimizers the published recipes need that fairseq does not ship (registered by
+:func:`admin_fairseq.plugin.load`)."""

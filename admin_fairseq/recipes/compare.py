@@ -19,19 +19,19 @@ import argparse
 import csv
 import json
 import math
-import re
 import statistics
 import sys
 from pathlib import Path
 
+from admin_fairseq import atomic, fairseq_log
 from admin_fairseq.recipes import RecipeError
+from admin_fairseq.errors import UserError
 
 DIVERGED_RISE = 1.0  # nats
 #: a run is ``stalled`` when over the second half of its updates its validation loss fell by
 #: less than STALL_GAIN while another run of the comparison fell by more than PEER_GAIN over
 #: its second half, and its best validation loss ends more than STALL_GAP above the best run's
 STALL_GAIN, PEER_GAIN, STALL_GAP = 0.25, 0.5, 1.0  # nats
-_JSON_LINE = re.compile(r"\| (train_inner|valid|train) \| (\{.*\})\s*$")
 _BLOWUP = ("FloatingPointError", "Minimum loss scale reached", "loss is nan", "NaN or Inf")
 
 
@@ -53,14 +53,10 @@ def read_log(path):
         for line in f:
             if any(marker in line for marker in _BLOWUP):
                 blowup = True
-            match = _JSON_LINE.search(line)
-            if not match:
+            found = fairseq_log.record(line)
+            if found is None:
                 continue
-            kind, payload = match.groups()
-            try:
-                stats = json.loads(payload)
-            except json.JSONDecodeError:
-                continue
+            kind, stats = found
             if kind == "train_inner":
                 train[int(_float(stats.get("num_updates")))] = _float(stats.get("loss"))
             elif kind == "valid":
@@ -240,8 +236,8 @@ def compare(run_dirs, out_dir, subset="test", title=None, log=print):
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = [row for row, _ in runs]
     table = markdown_table(rows)
-    (out_dir / "comparison.md").write_text(table)
-    with open(out_dir / "comparison.csv", "w", newline="") as f:
+    atomic.write_text(out_dir / "comparison.md", table)
+    with atomic.replacing(out_dir / "comparison.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
@@ -260,7 +256,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         compare(args.runs, args.out, args.subset, args.title)
-    except RecipeError as err:
+    except UserError as err:
         print(f"compare: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -29,10 +29,12 @@ import sys
 import time
 from pathlib import Path
 
+from admin_fairseq import atomic
 from admin_fairseq.evaluation import read_hypotheses, score
 from admin_fairseq.recipes import RecipeError
 from admin_fairseq.recipes.prepare import check_prepared
 from admin_fairseq.recipes.train import _which
+from admin_fairseq.errors import UserError
 
 #: target language -> (beam, lenpen) of the published evaluations
 PUBLISHED_DECODING = {"de": (4, 0.6), "fr": (5, 0.8)}
@@ -93,7 +95,6 @@ def average_checkpoints(paths, out_path):
     (counters, flags) and everything outside the model come from the last checkpoint; the
     optimizer state is dropped. Written under a temporary name and renamed.
     """
-    import torch
 
     total, reference = None, None
     for path in paths:
@@ -121,9 +122,7 @@ def average_checkpoints(paths, out_path):
     }
     averaged["last_optimizer_state"] = None
     averaged["averaged_from"] = [str(p) for p in paths]
-    tmp = Path(out_path).with_suffix(".pt.tmp")
-    torch.save(averaged, tmp)
-    tmp.replace(out_path)
+    atomic.torch_save(averaged, out_path)
     return out_path
 
 
@@ -254,7 +253,7 @@ def evaluate(run_dir, data_dir=None, avg_last=None, beam=None, lenpen=None, subs
     start = time.time()
     env = dict(os.environ, **(env_extra or {}))
     result = subprocess.run(command, capture_output=True, text=True, env=env)
-    (out_dir / f"generate-{subset}.txt").write_text(result.stdout)
+    atomic.write_text(out_dir / f"generate-{subset}.txt", result.stdout)
     if result.returncode != 0:
         raise RecipeError(f"fairseq-generate failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
     hypotheses = read_hypotheses(result.stdout.splitlines(), len(references))
@@ -266,7 +265,7 @@ def evaluate(run_dir, data_dir=None, avg_last=None, beam=None, lenpen=None, subs
         tok_how = f"tokenized BLEU: BLEU-4 on the text as prepared ({text_form}), fairseq-score"
     else:
         tok_bleu, tok_how = tokenized_bleu(hypotheses, references, tgt, prepared_settings(data_dir).get("corpus"))
-    (out_dir / f"hypotheses-{subset}.{tgt}").write_text("\n".join(hypotheses) + "\n", encoding="utf-8")
+    atomic.write_text(out_dir / f"hypotheses-{subset}.{tgt}", "\n".join(hypotheses) + "\n")
     record = {
         "subset": subset, "src": src, "tgt": tgt, **scores,
         "tokenized_bleu": tok_bleu, "tokenized_bleu_method": tok_how, "text_form": text_form,
@@ -274,7 +273,7 @@ def evaluate(run_dir, data_dir=None, avg_last=None, beam=None, lenpen=None, subs
         "averaging": f"epochs {avg_epochs}" if avg_epochs else f"last {len(checkpoints)} on disk",
         "generate_command": shlex.join(command),
     }  # fmt: skip
-    (out_dir / f"{subset}.json").write_text(json.dumps(record, indent=2) + "\n")
+    atomic.write_json(out_dir / f"{subset}.json", record)
     log(f"[eval] {run_dir.name}: sacreBLEU {scores['bleu']:.2f} ({scores['bleu_signature']}), "
         f"chrF {scores['chrf']:.1f}; {tok_how}: {tok_bleu:.2f}")  # fmt: skip
     return record
@@ -305,7 +304,7 @@ def main(argv=None):
             raise RecipeError("--avg-epochs and --avg-last choose the checkpoints two ways; give one")
         evaluate(args.run, args.data, args.avg_last, args.beam, args.lenpen, args.subset,
                  args.max_tokens, args.cpu, extra, avg_epochs=args.avg_epochs)  # fmt: skip
-    except (RecipeError, ValueError) as err:
+    except (UserError, ValueError) as err:
         print(f"evaluate: error: {err}", file=sys.stderr)
         return 2
     return 0

