@@ -162,10 +162,11 @@ def _redirect_output(path):
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "--" not in argv:
+    asks_help = any(a in ("-h", "--help") for a in argv[:argv.index("--") if "--" in argv else None])
+    if "--" not in argv and not asks_help:
         print("launch: error: put the fairseq-train flags after --", file=sys.stderr)
         return 2
-    cut = argv.index("--")
+    cut = argv.index("--") if "--" in argv else len(argv)
     parser = argparse.ArgumentParser(prog="python -m admin_fairseq.launch", allow_abbrev=False,
                                      description=__doc__.split("\n\n")[0])  # fmt: skip
     parser.add_argument("--launcher", required=True, choices=LAUNCHERS)

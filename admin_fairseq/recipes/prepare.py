@@ -593,7 +593,7 @@ def main(argv=None):
     parser.add_argument("--tgt", help="text: target language code (files PREFIX.TGT)")
     parser.add_argument("--train", help="text: PREFIX of the training files (plain or .gz)")
     parser.add_argument("--valid", help="text: PREFIX of the validation files (default: "
-                        f"{text_corpus.HELD_OUT_SHARE:.0%} of the training pairs, at most "
+                        f"{text_corpus.HELD_OUT_SHARE * 100:.0f}%% of the training pairs, at most "
                         f"{text_corpus.MAX_HELD_OUT}, held out at random)")  # fmt: skip
     parser.add_argument("--test", help="text: PREFIX of the test files (default: held out as --valid)")
     args = parser.parse_args(argv)
