@@ -17,9 +17,7 @@ through :func:`read` first once fairseq has loaded the plugin.
 import argparse
 import contextlib
 import functools
-import pickle
 import re
-import zipfile
 from pathlib import Path
 
 from admin_fairseq.errors import UserError
@@ -36,28 +34,27 @@ class CheckpointError(UserError, ValueError):
 def _explain(path, err):
     """A :class:`CheckpointError` for ``err``, raised by torch while reading ``path``."""
     text = str(err)
-    if "Weights only load failed" in text or "Unsupported global" in text:
-        found = _GLOBAL.search(text)
-        what = found.group(1) if found else "a class outside the allowlist"
+    found = _GLOBAL.search(text)
+    if found:  # torch's weights_only unpickler met a class that is not allowed
         return CheckpointError(
-            f"checkpoint {path} holds {what}, which no fairseq checkpoint holds (they hold "
-            "tensors, numbers, strings, lists, dicts and argparse.Namespace); it was refused "
+            f"checkpoint {path} holds {found.group(1)}, which no fairseq checkpoint holds (they "
+            "hold tensors, numbers, strings, lists, dicts and argparse.Namespace); it was refused "
             "unread, because unpickling it could run code from the file. Only if you made the "
             "file yourself: load it with torch.load(..., weights_only=False) and save its "
             "'model' and 'cfg' again as plain tensors and dicts"
         )
-    corrupt = isinstance(err, (EOFError, pickle.UnpicklingError, zipfile.BadZipFile)) or (
-        isinstance(err, (OSError, RuntimeError)) and not isinstance(err, (FileNotFoundError, PermissionError))
+    if isinstance(err, (FileNotFoundError, PermissionError, IsADirectoryError)):
+        return CheckpointError(f"checkpoint {path} cannot be read ({type(err).__name__}: {text[:200]})")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    detail = next((lines[i + 1] for i, line in enumerate(lines[:-1]) if line.endswith("WeightsUnpickler error:")),
+                  lines[0][:160] if lines else "")  # fmt: skip
+    return CheckpointError(
+        f"checkpoint {path} cannot be read ({type(err).__name__}: {detail}): it is not a readable "
+        "PyTorch checkpoint; the file is truncated or corrupt (e.g. written by a run killed "
+        "while saving, or on a full disk) or not a checkpoint at all. Delete or move it and start "
+        "from an earlier checkpoint (fairseq-train: --restore-file checkpoint_best.pt or a "
+        "checkpointN.pt of the same --save-dir)"
     )
-    if corrupt:
-        first_line = (text.splitlines() or [""])[0][:160]
-        return CheckpointError(
-            f"checkpoint {path} cannot be read ({type(err).__name__}: {first_line}): the file "
-            "is truncated or corrupt, e.g. written by a run killed while saving or on a full "
-            "disk. Delete or move it and start from an earlier checkpoint (fairseq-train: "
-            "--restore-file checkpoint_best.pt or a checkpointN.pt of the same --save-dir)"
-        )
-    return CheckpointError(f"checkpoint {path} cannot be read ({type(err).__name__}: {text[:200]})")
 
 
 def read(path, mmap=True):
