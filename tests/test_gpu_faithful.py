@@ -201,7 +201,8 @@ def test_adam_memory_efficient_fp16_recipe_trains_evaluates_and_converts(bible_r
 def test_two_gpu_command_with_in_run_profile_broadcast_save_and_resume(bible_recipe_data, tmp_path):
     """The one-node two-GPU command (torchrun, NCCL, pytorch_ddp) of the admin-torch recipe
     with profiled Admin: the profile is taken inside the run and broadcast from rank 0; the
-    same command run again with a later stop resumes from checkpoint_last.pt."""
+    same command run again with a later stop resumes from checkpoint_last.pt; then the
+    evaluate step and the CTranslate2 conversion."""
     run = tmp_path / "run"
     commands, info, log = train_gpu_command(bible_recipe_data, run, "admin-profiled", "8x4096", gpus=2)
     assert commands[-1][1:4] == ["--standalone", "--nproc-per-node", "2"]
@@ -213,6 +214,7 @@ def test_two_gpu_command_with_in_run_profile_broadcast_save_and_resume(bible_rec
                                             extra=["--max-epoch", "3", "--max-update", str(updates + 1)])  # fmt: skip
     assert re.search(rf"Loaded checkpoint \S+checkpoint_last\.pt \(epoch \d+ @ {updates} updates\)", log)
     assert saved_state(run)["optimizer_history"][-1]["num_updates"] == updates + 1
+    evaluate_and_convert(bible_recipe_data, run, tmp_path)  # epochs 1-2 of the two-worker run
 
 
 @pytest.mark.slow

@@ -410,6 +410,17 @@ def test_wmt_prepare_refuses_misaligned_and_missing_files(bible_recipe_data, tmp
     assert "lacks 1 file(s): training-parallel-nc-v9.tgz (from http://www.statmt.org/wmt14/" in result.stderr
 
 
+def test_evaluate_on_a_missing_run_folder_says_so():
+    with pytest.raises(RecipeError, match=r"--run \S*no-such-run is not a folder: give the run folder"):
+        evaluate.evaluate(REPO / "no-such-run", log=lambda *_: None)
+
+
+def test_text_corpus_without_a_language_names_the_flag(tmp_path):
+    with pytest.raises(RecipeError, match=r"--corpus text needs --src CODE"):
+        prepare.prepare_text(tmp_path / "out", None, "en", "corpus/train", log=lambda *_: None)
+    assert not (tmp_path / "out").exists()
+
+
 def test_prepare_refuses_unknown_corpus():
     result = subprocess.run([sys.executable, "-m", "admin_fairseq.recipes.prepare", "--corpus",
                              "wmt15-en-fr", "--out", "x"], capture_output=True, text=True)  # fmt: skip

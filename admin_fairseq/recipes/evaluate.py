@@ -204,6 +204,9 @@ def evaluate(run_dir, data_dir=None, avg_last=None, beam=None, lenpen=None, subs
              max_tokens=8000, cpu=None, generate_args=(), log=print, avg_epochs=None,
              env_extra=None):  # fmt: skip
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RecipeError(f"--run {run_dir} is not a folder: give the run folder the train step "
+                          "wrote (its --save-dir, by default runs/{data}/{method}-{E}-{D}-{batch})")  # fmt: skip
     info_path = run_dir / "run.json"
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
     data_dir = Path(data_dir or info.get("data") or "")

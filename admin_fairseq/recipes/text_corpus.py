@@ -26,7 +26,10 @@ MAX_HELD_OUT = 1000
 
 
 def check_language(flag, code):
-    if not LANG_CODE.fullmatch(code or ""):
+    if code is None:
+        raise RecipeError(f"--corpus text needs {flag} CODE, the language code that ends the file "
+                          "names (PREFIX.CODE), e.g. --src de --tgt en --train corpus/train")  # fmt: skip
+    if not LANG_CODE.fullmatch(code):
         raise RecipeError(f"{flag} {code!r} is not a language code of two or three lower-case "
                           "letters (e.g. de, en, fr, zh, haw); it names the files PREFIX.CODE")  # fmt: skip
     return code
