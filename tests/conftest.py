@@ -56,6 +56,25 @@ def run_cli(name, *args, cwd, check=True, timeout=900):
     return result
 
 
+CLUSTER_TOOLS_INSTALL = "sudo bash scripts/install_cluster_tools.sh"
+
+
+def require_cluster_tools(what, commands, root=True):
+    """Skip ``what`` where a system command it starts, or root, is missing, naming both and
+    the command that installs them; under CI=true (where .ci/run has installed them) fail
+    instead, so that CI never skips a cluster test."""
+    missing = [c for c in commands if shutil.which(c) is None]
+    if root and os.geteuid() != 0:
+        missing.append("root (network namespaces and Slurm daemons need it)")
+    if not missing:
+        return
+    message = (f"{what} needs {', '.join(missing)}; install the tools with: {CLUSTER_TOOLS_INSTALL} "
+               "(iproute2, slurm-wlm, munge), then run the tests as root")  # fmt: skip
+    if os.environ.get("CI") == "true":
+        pytest.fail(message + " [CI=true: the cluster tests must run here]")
+    pytest.skip(message)
+
+
 def free_port():
     """A TCP port on the loopback interface that is free right now (for gloo workers)."""
     with socket.socket() as s:

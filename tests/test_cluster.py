@@ -16,7 +16,6 @@ Both must give the weights of one process with ``--update-freq 2`` on the same b
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -29,7 +28,7 @@ import torch
 from admin_fairseq.checkpoints import read as read_checkpoint
 
 
-from conftest import REPO, free_port
+from conftest import REPO, free_port, require_cluster_tools
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
@@ -51,9 +50,7 @@ def _ip(*args):
 def hosts():
     """Two network namespaces ``afq<pid>n0``/``n1`` joined by a veth pair, 10.213.7.1 and
     .2; removed afterwards, whatever happened."""
-    if shutil.which("ip") is None or os.geteuid() != 0:
-        pytest.fail("the two-host test needs root and iproute2's `ip` (.ci/run installs it); "
-                    "deselect it with -m 'not cluster'")  # fmt: skip
+    require_cluster_tools("the two-host test", ["ip"])
     tag = f"afq{os.getpid() % 100000}"
     names = [f"{tag}n0", f"{tag}n1"]
     links = [f"{tag}v0", f"{tag}v1"]
@@ -201,10 +198,7 @@ def _wait_for(check, what, timeout=60):
 def slurm(tmp_path_factory):
     """A one-node Slurm cluster on this machine (2 CPUs, no GPU) and its own munge daemon;
     yields the environment for its clients. Every daemon is stopped afterwards."""
-    missing = [d for d in ("munged", "slurmctld", "slurmd", "sbatch") if shutil.which(d) is None]
-    if missing or os.geteuid() != 0:
-        pytest.fail(f"the Slurm test needs root and slurm-wlm + munge (missing: {missing or 'root'}); "
-                    ".ci/run installs them; deselect with -m 'not cluster'")  # fmt: skip
+    require_cluster_tools("the Slurm test", ["munged", "slurmctld", "slurmd", "sbatch"])
     root = tmp_path_factory.mktemp("slurm")
     root.chmod(0o711)  # munged wants its socket's folder reachable by every user
     for sub in ("state", "spool"):

@@ -1,6 +1,7 @@
 """Installing the plugin keeps the user's fairseq; an unsupported fairseq is named at import."""
 
 import json
+import re
 import subprocess
 import sys
 import sysconfig
@@ -68,3 +69,17 @@ def test_pip_install_into_an_environment_with_fairseq_keeps_it(tmp_path):
                               capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
     assert imported.returncode == 0, imported.stderr[-2000:]
     assert imported.stdout.startswith("True ") and fairseq_before[0][2] in imported.stdout
+
+
+def test_cluster_tests_skip_on_a_users_machine_and_fail_in_ci(monkeypatch):
+    """Without a cluster tool the cluster tests skip, naming it and the install command; with
+    CI=true they fail instead (.ci/run installs the tools, so CI never skips them)."""
+    from conftest import CLUSTER_TOOLS_INSTALL, require_cluster_tools
+
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match=r"needs no-such-daemon-xyz.*" + re.escape(CLUSTER_TOOLS_INSTALL)):
+        require_cluster_tools("the test", ["no-such-daemon-xyz"], root=False)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=r"needs no-such-daemon-xyz.*CI=true"):
+        require_cluster_tools("the test", ["no-such-daemon-xyz"], root=False)
+    require_cluster_tools("the test", ["sh"], root=False)  # present: nothing happens
