@@ -189,6 +189,12 @@ def main(argv=None):
         _redirect_output(log_dir / f"rank{worker['rank']}.log")
     print(f"[launch] rank {worker['rank']} of {worker['world_size']} (local rank "
           f"{worker['local_rank']}, init {worker['init_method'] or 'none: one process'})", flush=True)
+    from admin_fairseq import plugin
+
+    # This process imported admin_fairseq before fairseq reads --user-dir, and fairseq then
+    # skips importing the plugin's models (it sees the package already in sys.modules): load
+    # the plugin here, as fairseq would have.
+    plugin.load()
     from fairseq_cli import train as fairseq_train
 
     sys.argv = ["fairseq-train", *fairseq_argv(flags, worker)]

@@ -3,7 +3,10 @@
 import torch
 from fairseq import options
 
+from admin_fairseq import plugin
 from admin_fairseq.build import build_from_flags
+
+plugin.load()  # as fairseq does for --user-dir; this process imported admin_fairseq first
 
 from conftest import USER_DIR
 

@@ -83,3 +83,14 @@ def test_cluster_tests_skip_on_a_users_machine_and_fail_in_ci(monkeypatch):
     with pytest.raises(pytest.fail.Exception, match=r"needs no-such-daemon-xyz.*CI=true"):
         require_cluster_tools("the test", ["no-such-daemon-xyz"], root=False)
     require_cluster_tools("the test", ["sh"], root=False)  # present: nothing happens
+
+
+def test_citation_file_names_this_version():
+    import yaml
+
+    import admin_fairseq
+
+    citation = yaml.safe_load((REPO / "CITATION.cff").read_text())
+    assert citation["cff-version"] == "1.2.0" and citation["version"] == admin_fairseq.__version__
+    assert citation["preferred-citation"]["year"] == 2020 and citation["license"] == "MIT"
+    assert f"## {admin_fairseq.__version__}" in (REPO / "CHANGELOG.md").read_text()

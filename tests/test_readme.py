@@ -10,6 +10,10 @@ from pathlib import Path
 import pytest
 from fairseq.models import ARCH_MODEL_REGISTRY
 
+from admin_fairseq import plugin
+
+plugin.load()  # registers the presets this file checks against the README
+
 from admin_fairseq.core.omega import omega_table
 
 from conftest import REPO
