@@ -57,11 +57,14 @@ def _explain(path, err):
     )
 
 
-def read(path, mmap=True):
+def read(path, mmap=False):
     """The checkpoint at ``path``, on the CPU, read with torch's ``weights_only`` unpickler
-    and the fairseq allowlist. ``mmap``: map the tensors instead of reading them (settings
-    are then available without reading every weight; a file in torch's legacy format is
-    read whole). Raises :class:`CheckpointError` naming the file."""
+    and the fairseq allowlist. Raises :class:`CheckpointError` naming the file.
+
+    ``mmap=True`` maps the tensors instead of reading them, for callers that need only the
+    settings: the tensors then stay views of the file, and change if the file is rewritten
+    in place (fairseq copies over ``checkpoint_last.pt``), so a caller that keeps tensors
+    reads them whole (the default). A file in torch's legacy format is always read whole."""
     import torch
 
     path = Path(path)
@@ -92,7 +95,7 @@ def read(path, mmap=True):
 def read_settings(path):
     """``(state, model settings as a Namespace, task settings as a dict)`` of a fairseq
     checkpoint, its tensors mapped, not read. Raises :class:`CheckpointError`."""
-    state = read(path)
+    state = read(path, mmap=True)
     cfg = state.get("cfg") if isinstance(state, dict) else None
     if not cfg or cfg.get("model") is None:
         raise CheckpointError(f"{path} is not a fairseq checkpoint (no cfg.model in it)")
@@ -116,7 +119,7 @@ def guard_fairseq_loader():
 
     @functools.wraps(load)
     def load_checkpoint_to_cpu(path, *args, **kwargs):
-        read(path)
+        read(path, mmap=True)  # the check only: fairseq reads the file itself next
         return load(path, *args, **kwargs)
 
     load_checkpoint_to_cpu._admin_fairseq_guard = True

@@ -105,7 +105,7 @@ def _plain_checkpoint_for_converter(source, target):
     form) with torch's weights_only loader: write the checkpoint that way."""
     import torch
 
-    state = checkpoints.read(source, mmap=False)
+    state = checkpoints.read(source)
     model = state["cfg"]["model"]
     state["cfg"]["model"] = Namespace(**model) if isinstance(model, dict) else model
     state["args"] = None
