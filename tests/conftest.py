@@ -93,26 +93,48 @@ def dict_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def bible(tmp_path_factory):
-    """A binarised Bible slice (en-fr): 3,000 training verses from all books but Mark, 100
-    validation verses, the first 100 verses of Mark as test set; joint sentencepiece 1k."""
-    root = tmp_path_factory.mktemp("bible")
-    raw = root / "raw"
-    run_cli("-m admin_fairseq.data.pipeline", "--pair", "en-fr", "--out", raw, "--train-size",
-            "3000", "--valid-size", "100", "--test-size", BIBLE_TEST_SIZE, "--vocab-size",
-            "1000", cwd=root)  # fmt: skip
-    binary = raw / "bin"
-    return {"root": root, "raw": raw, "bin": binary}
+def shared(tmp_path_factory):
+    """The folder every test process of this run shares (tests/shared_runs.py)."""
+    from shared_runs import shared_root
+
+    return shared_root(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
-def bible_recipe_data(tmp_path_factory):
-    """A Bible slice prepared by the recipes' prepare step (2,000 training pairs, the first
-    60 verses of Mark as test set, joint sentencepiece 1k)."""
-    from admin_fairseq.recipes import prepare
+def bible(shared):
+    """A binarised Bible slice (en-fr): 3,000 training verses from all books but Mark, 100
+    validation verses, the first 100 verses of Mark as test set; joint sentencepiece 1k.
+    Built once per test run, shared by every test process; tests only read it."""
+    from shared_runs import once
 
-    out = tmp_path_factory.mktemp("recipe-data") / "bible-en-fr"
-    record = prepare.prepare("bible-en-fr", out, vocab_size=1000, train_size=2000, valid_size=100,
-                             test_size=60, log=lambda *_: None)  # fmt: skip
-    assert record["lines"]["test.fr"] == 60
-    return out
+    def make(root):
+        run_cli("-m admin_fairseq.data.pipeline", "--pair", "en-fr", "--out", root / "raw", "--train-size",
+                "3000", "--valid-size", "100", "--test-size", BIBLE_TEST_SIZE, "--vocab-size",
+                "1000", cwd=root)  # fmt: skip
+
+    root = once(shared, "bible", make)
+    return {"root": root, "raw": root / "raw", "bin": root / "raw" / "bin"}
+
+
+@pytest.fixture(scope="session")
+def bible_recipe_data(shared):
+    """A Bible slice prepared by the recipes' prepare step (2,000 training pairs, the first
+    60 verses of Mark as test set, joint sentencepiece 1k). Shared like ``bible``."""
+    from admin_fairseq.recipes import prepare
+    from shared_runs import once
+
+    def make(root):
+        record = prepare.prepare("bible-en-fr", root / "bible-en-fr", vocab_size=1000, train_size=2000,
+                                 valid_size=100, test_size=60, log=lambda *_: None)  # fmt: skip
+        assert record["lines"]["test.fr"] == 60
+
+    return once(shared, "recipe-data", make) / "bible-en-fr"
+
+
+@pytest.fixture(scope="session")
+def trained(shared, bible):
+    """``trained(name)``: the checkpoint of tests/shared_runs.py's model ``name``, trained
+    once per test run on ``bible``. Tests only read it; one that changes it copies it first."""
+    from shared_runs import trained_model
+
+    return lambda name: trained_model(shared, bible, name)

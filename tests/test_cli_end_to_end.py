@@ -44,7 +44,7 @@ RESUMED_UPDATES = 400
 def _train(bible, save_dir, max_update, *extra):
     result = run_cli(
         "fairseq-train", bible["bin"], "--user-dir", USER_DIR, *MODEL, *OPTIM, *extra,
-        "--max-update", max_update, "--save-dir", save_dir, cwd=bible["root"],
+        "--max-update", max_update, "--save-dir", save_dir, cwd=save_dir.parent,
     )  # fmt: skip
     return result.stdout + result.stderr
 

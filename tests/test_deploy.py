@@ -13,25 +13,10 @@ from admin_fairseq.ct2 import DeployError
 from admin_fairseq.evaluation import score
 from admin_fairseq.translate import read_lines, translate_lines
 
+import shared_runs
 from conftest import USER_DIR, run_cli
 
-SHAPE = [
-    "--arch", "transformer_admin_tiny", "--encoder-layers", "3", "--decoder-layers", "3",
-    "--encoder-embed-dim", "64", "--decoder-embed-dim", "64",
-    "--encoder-ffn-embed-dim", "128", "--decoder-ffn-embed-dim", "128",
-    "--encoder-attention-heads", "2", "--decoder-attention-heads", "2",
-]  # fmt: skip
-TRAIN = [
-    "--optimizer", "adam", "--lr", "3e-3", "--lr-scheduler", "inverse_sqrt",
-    "--warmup-updates", "60", "--criterion", "label_smoothed_cross_entropy",
-    "--label-smoothing", "0.1", "--max-tokens", "2048", "--max-update", "250", "--seed", "3",
-    "--no-progress-bar", "--no-epoch-checkpoints", "--num-workers", "0", "--share-all-embeddings",
-]  # fmt: skip
-MODELS = {  # the recipes' and the main job's embeddings: shared, sinusoidal positions
-    "vector omega": ["--admin-init", "--admin-as-parameter"],
-    "scalar omega": ["--admin-init"],
-    "deepnet": ["--deepnet"],
-}
+MODELS = list(shared_runs.MODELS)  # the recipes' and the main job's embeddings: shared, sinusoidal positions
 DECODING = ["--beam", "4", "--lenpen", "1", "--max-len-a", "0", "--max-len-b", "80"]  # no batch-dependent limit
 
 
@@ -66,12 +51,6 @@ def test_order_and_empty_lines_are_kept_across_length_sorted_batches():
     assert [len(p) for b in model.batches for p in b] == [1, 2, 3, 6, 7]  # similar lengths together
 
 
-def _train(bible, save_dir, flags):
-    run_cli("fairseq-train", bible["bin"], "--user-dir", USER_DIR, *SHAPE, *flags, *TRAIN,
-            "--save-dir", save_dir, cwd=save_dir.parent)  # fmt: skip
-    return save_dir / "checkpoint_last.pt"
-
-
 def _generate(bible, checkpoint, cwd):
     """fairseq-generate's translations of the test set, detokenized, in test-set order."""
     import sentencepiece
@@ -97,8 +76,8 @@ def _convert(checkpoint, out, *extra):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", list(MODELS))
-def test_ctranslate2_translates_as_fairseq_generate(bible, tmp_path, case):
-    checkpoint = _train(bible, tmp_path / "ckpt", MODELS[case])
+def test_ctranslate2_translates_as_fairseq_generate(bible, trained, tmp_path, case):
+    checkpoint = trained(case)
     source = (bible["raw"] / "test.en").read_bytes()
     references = (bible["raw"] / "test.fr").read_text().splitlines()
     generated = _generate(bible, checkpoint, tmp_path)
@@ -145,12 +124,12 @@ def _in_process(main, argv, capsys):
 
 
 @pytest.mark.slow
-def test_refusals_name_the_problem_and_write_nothing(bible, tmp_path, capsys):
+def test_refusals_name_the_problem_and_write_nothing(bible, trained, tmp_path, capsys):
     import torch
 
     from admin_fairseq import ct2, translate
 
-    checkpoint = _train(bible, tmp_path / "ckpt", ["--admin-init", "--max-update", "5"])
+    checkpoint = trained("scalar omega")
 
     def convert(source, *extra):
         return _in_process(ct2.main, ["--checkpoint", source, "--out", tmp_path / "out", *extra], capsys)
@@ -184,6 +163,8 @@ def test_refusals_name_the_problem_and_write_nothing(bible, tmp_path, capsys):
     assert status == 2 and "exists; choose another --out or pass --force" in err
 
     (tmp_path / "hello.txt").write_text("hello\n")
+    (tmp_path / "ckpt").mkdir()  # a training folder, not a converted model
+    (tmp_path / "ckpt" / "checkpoint_last.pt").write_bytes(checkpoint.read_bytes())
     status, err = _in_process(translate.main, ["--model", tmp_path / "ckpt", "--input", tmp_path / "hello.txt"],
                               capsys)  # fmt: skip
     assert status == 2 and "is not a CTranslate2 model folder" in err

@@ -1,7 +1,9 @@
 """Bad input gets a non-zero exit and a message naming the problem and the fix.
 
-Each case runs the real command (``fairseq-train --user-dir``, the recipe CLIs, the CTranslate2
-conversion) and checks the exit code and the message. The "Failure modes" table of
+Each case runs the real command and checks the exit code and the message: fairseq's commands
+(``fairseq-train --user-dir``, ``fairseq-generate``) as subprocesses; the project's own commands
+(the recipe steps, the CTranslate2 conversion) as the ``main(argv)`` their ``python -m`` runs,
+in this process, which saves a Python and fairseq start per case. The "Failure modes" table of
 docs/reliability.md lists the same cases by id with the same message text; a test keeps the
 two in step.
 """
@@ -46,7 +48,19 @@ def _train(ctx, *flags, save="scratch", cpu=True):
 
 
 def _module(name, *args):
-    return _proc([sys.executable, "-m", name, *args])
+    """``python -m name args`` run as its ``main(argv)`` in this process, as the command
+    would run it: its exit status and what it printed."""
+    import contextlib
+    import importlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = importlib.import_module(name).main([str(a) for a in args])
+        except SystemExit as exit_:  # argparse's own refusals
+            code = exit_.code
+    return subprocess.CompletedProcess(name, code or 0, out.getvalue(), err.getvalue())
 
 
 def _bad_profile(ctx):
