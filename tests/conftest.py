@@ -56,6 +56,36 @@ def run_cli(name, *args, cwd, check=True, timeout=900):
     return result
 
 
+def run_module(name, *args, env=None, cwd=None):
+    """``python -m name args`` as the module's ``main(argv)`` in this process: the same code
+    path as the command (``if __name__ == "__main__": sys.exit(main())``) without a Python
+    and fairseq start per call. ``env`` replaces the environment for the call. Returns a
+    CompletedProcess with the exit status and what the command printed."""
+    import contextlib
+    import importlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = dict(os.environ)
+    if env is not None:
+        os.environ.clear()
+        os.environ.update(env)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+                contextlib.chdir(cwd or os.getcwd()):  # fmt: skip
+            try:
+                code = importlib.import_module(name).main([str(a) for a in args])
+            except SystemExit as exit_:  # argparse's refusals and commands that exit
+                code = exit_.code
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    if isinstance(code, str):  # sys.exit("message"): Python prints it and exits 1
+        err.write(code + "\n")
+        code = 1
+    return subprocess.CompletedProcess([name, *map(str, args)], code or 0, out.getvalue(), err.getvalue())
+
+
 CLUSTER_TOOLS_INSTALL = "sudo bash scripts/install_cluster_tools.sh"
 
 

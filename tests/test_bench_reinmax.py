@@ -4,9 +4,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 
+@pytest.mark.slow  # a script run of half a minute: make test, not the quick loop
 def test_quick_benchmark(tmp_path):
     result = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "bench_reinmax.py"), "--quick",

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from conftest import REPO, USER_DIR, cli_path
+from conftest import REPO, USER_DIR, cli_path, run_module
 
 from admin_fairseq.recipes import prepare
 
@@ -48,19 +48,7 @@ def _train(ctx, *flags, save="scratch", cpu=True):
 
 
 def _module(name, *args):
-    """``python -m name args`` run as its ``main(argv)`` in this process, as the command
-    would run it: its exit status and what it printed."""
-    import contextlib
-    import importlib
-    import io
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = importlib.import_module(name).main([str(a) for a in args])
-        except SystemExit as exit_:  # argparse's own refusals
-            code = exit_.code
-    return subprocess.CompletedProcess(name, code or 0, out.getvalue(), err.getvalue())
+    return run_module(name, *args)
 
 
 def _bad_profile(ctx):

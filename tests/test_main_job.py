@@ -14,7 +14,7 @@ import pytest
 
 from admin_fairseq.evaluation import score
 
-from conftest import REPO
+from conftest import REPO, run_module
 
 
 @pytest.mark.slow
@@ -75,8 +75,7 @@ def test_main_job_refuses_bad_options(tmp_path):
                           (["--width", "100"], "--width must be a multiple of 32"),
                           (["--jobs", "0"], "--jobs must be 1 or more"),
                           (["--jobs", "2", "--gpus", "1"], "--jobs applies to CPU runs")):  # fmt: skip
-        result = subprocess.run([sys.executable, "-m", "admin_fairseq.main_job", "--out",
-                                 str(tmp_path / "x"), *args], capture_output=True, text=True)  # fmt: skip
+        result = run_module("admin_fairseq.main_job", "--out", tmp_path / "x", *args)
         assert result.returncode == 2 and message in result.stderr, result.stderr
 
 
@@ -128,7 +127,6 @@ def test_main_job_refuses_options_that_do_not_fit_the_corpus(tmp_path):
         (["--src", "en"], "--src need --corpus text"),
         (["--corpus", "text", "--src", "en", "--tgt", "fr"], "--corpus text needs --train PREFIX"),
     ):  # fmt: skip
-        result = subprocess.run([sys.executable, "-m", "admin_fairseq.main_job", "--out",
-                                 str(tmp_path / "x"), *args], capture_output=True, text=True)  # fmt: skip
+        result = run_module("admin_fairseq.main_job", "--out", tmp_path / "x", *args)
         assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
         assert not (tmp_path / "x").exists()  # refused before anything is written

@@ -4,9 +4,12 @@ import csv
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 
+@pytest.mark.slow  # a script run of half a minute: make test, not the quick loop
 def test_output_change_growth_orders(tmp_path):
     result = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "output_change.py"), "--depths", "1", "2", "4",

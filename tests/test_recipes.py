@@ -22,7 +22,7 @@ import torch
 
 from admin_fairseq.recipes import RecipeError, compare, evaluate, prepare, train
 from admin_fairseq.checkpoints import read as read_checkpoint
-from conftest import REPO
+from conftest import REPO, run_module
 
 SHELL_SCRIPTS = (sorted((REPO / "recipes").glob("*.sh")) + sorted((REPO / "recipes").glob("slurm/*.sbatch"))
                  + sorted((REPO / "scripts").glob("*.sh")))
@@ -77,8 +77,7 @@ def test_update_freq_known_values_and_hints():
 
 
 def _dry_run(*args):
-    result = subprocess.run([sys.executable, "-m", "admin_fairseq.recipes.train", "--dry-run", *args],
-                            capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    result = run_module("admin_fairseq.recipes.train", "--dry-run", *args, cwd=REPO)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     return lines[0], shlex.split(lines[-1])
@@ -193,9 +192,8 @@ def test_dry_run_cli_prints_arithmetic_and_command():
 
 def test_dry_run_multi_node_goes_through_torchrun():
     env = dict(os.environ, NNODES="2", NODE_RANK="1", MASTER_ADDR="10.1.2.3", MASTER_PORT="23456")
-    result = subprocess.run([sys.executable, "-m", "admin_fairseq.recipes.train", "--data", "d",
-                             "--method", "admin", "--depth", "60-12", "--batch", "128x4096",
-                             "--gpus", "8", "--dry-run"], capture_output=True, text=True, env=env)  # fmt: skip
+    result = run_module("admin_fairseq.recipes.train", "--data", "d", "--method", "admin", "--depth", "60-12",
+                        "--batch", "128x4096", "--gpus", "8", "--dry-run", env=env)  # fmt: skip
     assert result.returncode == 0, result.stderr
     cmd = shlex.split(result.stdout.strip().splitlines()[-1])
     assert Path(cmd[0]).name == "torchrun"
@@ -209,10 +207,8 @@ def test_dry_run_multi_node_goes_through_torchrun():
 
 def test_multi_node_without_master_addr_is_refused():
     env = {k: v for k, v in os.environ.items() if k != "MASTER_ADDR"}
-    result = subprocess.run([sys.executable, "-m", "admin_fairseq.recipes.train", "--data", "d",
-                             "--method", "admin", "--depth", "6-6", "--batch", "8x4096", "--gpus",
-                             "4", "--nodes", "2", "--dry-run"], capture_output=True, text=True,
-                            env=env)  # fmt: skip
+    result = run_module("admin_fairseq.recipes.train", "--data", "d", "--method", "admin", "--depth", "6-6",
+                        "--batch", "8x4096", "--gpus", "4", "--nodes", "2", "--dry-run", env=env)  # fmt: skip
     assert result.returncode == 2
     assert "--nodes 2 needs --master-addr (or MASTER_ADDR)" in result.stderr
 
@@ -260,27 +256,23 @@ def test_train_refuses_bad_settings(args, message):
     for flag, value in zip(args[::2], args[1::2]):
         base[flag] = value
     argv = [x for kv in base.items() for x in kv] + ["--dry-run"]
-    result = subprocess.run([sys.executable, "-m", "admin_fairseq.recipes.train", *argv],
-                            capture_output=True, text=True)  # fmt: skip
+    result = run_module("admin_fairseq.recipes.train", *argv)
     assert result.returncode == 2
     assert message in result.stderr
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without GPU")
 def test_train_without_gpu_says_what_to_do():
-    result = subprocess.run([sys.executable, "-m", "admin_fairseq.recipes.train", "--data", "d",
-                             "--method", "admin", "--depth", "6-6", "--batch", "8x4096"],
-                            capture_output=True, text=True)  # fmt: skip
+    result = run_module("admin_fairseq.recipes.train", "--data", "d", "--method", "admin", "--depth", "6-6",
+                        "--batch", "8x4096")  # fmt: skip
     assert result.returncode == 2
     assert "no GPU found" in result.stderr and "--gpus N" in result.stderr and "--cpu" in result.stderr
 
 
 def test_train_refuses_missing_and_half_written_data(bible_recipe_data, tmp_path):
     def run(data):
-        return subprocess.run([sys.executable, "-m", "admin_fairseq.recipes.train", "--data", str(data),
-                               "--method", "admin", "--depth", "2-2", "--batch", "1x1024",
-                               "--recipe", "regular", "--cpu", "--save-dir", str(tmp_path / "run")],
-                              capture_output=True, text=True)  # fmt: skip
+        return run_module("admin_fairseq.recipes.train", "--data", data, "--method", "admin", "--depth", "2-2",
+                          "--batch", "1x1024", "--recipe", "regular", "--cpu", "--save-dir", tmp_path / "run")  # fmt: skip
 
     result = run(tmp_path / "nowhere")
     assert result.returncode == 2 and "does not exist" in result.stderr
@@ -334,9 +326,8 @@ def test_wmt_prepare_from_an_offline_raw_folder(bible_recipe_data, tmp_path):
     raw, out = tmp_path / "raw", tmp_path / "wmt14"
     kept = _fake_wmt14_raw(raw, bible_recipe_data)
     assert 600 < kept < 750  # real verse pairs, a few dropped by the length-ratio rule
-    cmd = [sys.executable, "-m", "admin_fairseq.recipes.prepare", "--corpus", "wmt14-en-fr",
-           "--out", str(out), "--raw-dir", str(raw), "--offline", "--vocab-size", "400"]  # fmt: skip
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    cmd = ["--corpus", "wmt14-en-fr", "--out", out, "--raw-dir", raw, "--offline", "--vocab-size", "400"]
+    result = run_module("admin_fairseq.recipes.prepare", *cmd)
     assert result.returncode == 0, result.stderr
     counts = json.loads((out / "counts.json").read_text())["lines"]
     assert counts["train.en"] == counts["train.fr"] == counts["spm/train.fr"] == kept
@@ -346,7 +337,7 @@ def test_wmt_prepare_from_an_offline_raw_folder(bible_recipe_data, tmp_path):
     assert "" not in train_en and max(len(line.split()) for line in train_en) <= 250
     assert prepare.check_prepared(out) == ("en", "fr")
     # run again: every step is skipped
-    again = subprocess.run(cmd, capture_output=True, text=True)
+    again = run_module("admin_fairseq.recipes.prepare", *cmd)
     assert again.returncode == 0 and "cleaned text already there" in again.stdout
     assert "already binarised" in again.stdout
 
@@ -398,14 +389,13 @@ def test_a_test_set_that_is_not_utf8_is_refused_with_file_and_line(tmp_path):
 def test_wmt_prepare_refuses_misaligned_and_missing_files(bible_recipe_data, tmp_path):
     raw = tmp_path / "raw"
     _fake_wmt14_raw(raw, bible_recipe_data, broken="un")
-    cmd = [sys.executable, "-m", "admin_fairseq.recipes.prepare", "--corpus", "wmt14-en-fr",
-           "--out", str(tmp_path / "out"), "--raw-dir", str(raw), "--offline"]  # fmt: skip
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    cmd = ["--corpus", "wmt14-en-fr", "--out", tmp_path / "out", "--raw-dir", raw, "--offline"]
+    result = run_module("admin_fairseq.recipes.prepare", *cmd)
     assert result.returncode == 2
     assert "un: undoc.2000.fr-en.fr has fewer lines than undoc.2000.fr-en.en" in result.stderr
     assert not (tmp_path / "out" / "text.done").exists()
     (raw / "training-parallel-nc-v9.tgz").unlink()
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    result = run_module("admin_fairseq.recipes.prepare", *cmd)
     assert result.returncode == 2
     assert "lacks 1 file(s): training-parallel-nc-v9.tgz (from http://www.statmt.org/wmt14/" in result.stderr
 
@@ -422,8 +412,7 @@ def test_text_corpus_without_a_language_names_the_flag(tmp_path):
 
 
 def test_prepare_refuses_unknown_corpus():
-    result = subprocess.run([sys.executable, "-m", "admin_fairseq.recipes.prepare", "--corpus",
-                             "wmt15-en-fr", "--out", "x"], capture_output=True, text=True)  # fmt: skip
+    result = run_module("admin_fairseq.recipes.prepare", "--corpus", "wmt15-en-fr", "--out", "x")
     assert result.returncode == 2
     assert "unknown --corpus 'wmt15-en-fr'; choose from wmt14-en-fr, wmt17-en-de, iwslt14-de-en, bible-en-fr" in result.stderr
 
@@ -633,8 +622,7 @@ def test_compare_reports_stalled_runs_in_the_table(tmp_path):
 
 
 def test_compare_refuses_a_folder_that_is_not_a_run(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "admin_fairseq.recipes.compare", str(tmp_path),
-                             "--out", str(tmp_path / "o")], capture_output=True, text=True)  # fmt: skip
+    result = run_module("admin_fairseq.recipes.compare", tmp_path, "--out", tmp_path / "o")
     assert result.returncode == 2 and "has no run.json" in result.stderr
 
 

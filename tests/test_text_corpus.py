@@ -7,18 +7,17 @@ import gzip
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
 from admin_fairseq.recipes import RecipeError, prepare
 from admin_fairseq.recipes.prepare import check_prepared
 
+from conftest import run_module
+
 
 def _prepare(out, *args):
-    return subprocess.run([sys.executable, "-m", "admin_fairseq.recipes.prepare", "--corpus", "text",
-                           "--out", str(out), *map(str, args)], capture_output=True, text=True)  # fmt: skip
+    return run_module("admin_fairseq.recipes.prepare", "--corpus", "text", "--out", out, *args)
 
 
 def _write(path, lines, newline="\n", encoding="utf-8"):
@@ -130,8 +129,8 @@ def test_missing_files_and_flags_are_named(tmp_path):
     assert "nowhere/train.en" in err and "train.en.gz" in err
     err = _refused(tmp_path, "--src", "en", "--tgt", "de")
     assert "--corpus text needs --train PREFIX" in err
-    result = subprocess.run([sys.executable, "-m", "admin_fairseq.recipes.prepare", "--corpus", "bible-en-fr",
-                             "--out", str(tmp_path / "b"), "--train", "x"], capture_output=True, text=True)  # fmt: skip
+    result = run_module("admin_fairseq.recipes.prepare", "--corpus", "bible-en-fr", "--out", tmp_path / "b",
+                        "--train", "x")  # fmt: skip
     assert result.returncode == 2 and "--train apply to --corpus text only" in result.stderr
 
 
