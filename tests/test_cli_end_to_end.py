@@ -14,6 +14,7 @@ import pytest
 import torch
 from fairseq import checkpoint_utils
 
+from admin_fairseq import plugin
 from admin_fairseq.core import calculate_init
 from admin_fairseq.evaluation import read_hypotheses, score
 from admin_fairseq.checkpoints import read as read_checkpoint
@@ -59,47 +60,59 @@ def _omegas(state_dict):
     return {k: v for k, v in state_dict.items() if k.endswith("_residual.omega")}
 
 
+def _assert_rebuilt_as_saved(checkpoint, layers):
+    """The omegas in the file are those of the model fairseq rebuilds from it; returns them."""
+    saved = _omegas(read_checkpoint(checkpoint)["model"])
+    assert len(saved) == 2 * layers + 3 * layers
+    plugin.load()  # what --user-dir does in fairseq's commands
+    models, _, _ = checkpoint_utils.load_model_ensemble_and_task([str(checkpoint)])
+    rebuilt = _omegas(models[0].state_dict())
+    assert saved.keys() == rebuilt.keys()
+    for key, value in saved.items():
+        assert torch.equal(rebuilt[key], value), key
+    return saved
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("form", ["scalar", "vector"])
-def test_train_reload_resume_generate_score(bible, tmp_path, form):
-    extra = ["--admin-as-parameter"] if form == "vector" else []
+def test_a_scalar_omega_is_saved_as_initialised_and_rebuilt_as_saved(trained):
+    """Without --admin-as-parameter omega is a buffer: after 250 updates of fairseq-train
+    each is still its initial value, one number per sub-layer, and reloads as saved."""
+    layers = 3  # tests/shared_runs.py's deployment models
+    saved = _assert_rebuilt_as_saved(trained("scalar omega"), layers)
+    enc_init, dec_init = calculate_init(2 * layers), calculate_init(3 * layers)
+    for key, value in saved.items():
+        assert value.shape == (1,), key
+        expected = enc_init if key.startswith("encoder.") else dec_init
+        assert value.item() == pytest.approx(expected, abs=1e-6), key
+
+
+@pytest.mark.slow
+def test_train_reload_resume_generate_score(bible, tmp_path):
+    """The chain with a trained vector omega (--admin-as-parameter). The scalar form (a
+    buffer) is checked on the shared model the deployment tests translate with
+    (test_a_scalar_omega_is_saved_as_initialised_and_rebuilt_as_saved), its resume in
+    tests/test_kill_resume.py."""
     save_dir = tmp_path / "checkpoints"
 
     # 1. train a deep Admin model for a few hundred updates: the loss must fall
-    log = _train(bible, save_dir, FIRST_RUN_UPDATES, *extra)
+    log = _train(bible, save_dir, FIRST_RUN_UPDATES, "--admin-as-parameter")
     losses = _train_losses(log)
     assert losses and losses[-1][0] == FIRST_RUN_UPDATES, log[-3000:]
     assert losses[-1][1] < losses[0][1] - 2.0, losses
 
     # 2. reload: omega in the checkpoint file == omega in the model fairseq rebuilds from it
     last = save_dir / "checkpoint_last.pt"
-    saved = _omegas(read_checkpoint(last)["model"])
-    assert len(saved) == 2 * LAYERS + 3 * LAYERS
-    models, _, _ = checkpoint_utils.load_model_ensemble_and_task([str(last)])
-    rebuilt = _omegas(models[0].state_dict())
-    assert saved.keys() == rebuilt.keys()
-    for key, value in saved.items():
-        assert torch.equal(rebuilt[key], value), key
-    enc_init, dec_init = calculate_init(2 * LAYERS), calculate_init(3 * LAYERS)
+    saved = _assert_rebuilt_as_saved(last, LAYERS)
     enc_key = "encoder.layers.0.self_attn_residual.omega"
-    dec_key = "decoder.layers.5.encoder_attn_residual.omega"
-    if form == "scalar":  # a buffer: saved exactly as initialised
-        assert saved[enc_key].shape == (1,)
-        assert saved[enc_key].item() == pytest.approx(enc_init, abs=1e-6)
-        assert saved[dec_key].item() == pytest.approx(dec_init, abs=1e-6)
-    else:  # a trained vector: it moved away from its initial value
-        assert saved[enc_key].shape == (64,)
-        assert not torch.allclose(saved[enc_key], torch.full((64,), enc_init))
+    assert saved[enc_key].shape == (64,)  # a trained vector: it moved away from its initial value
+    assert not torch.allclose(saved[enc_key], torch.full((64,), calculate_init(2 * LAYERS)))
 
     # 3. resume: the same command with a later --max-update continues from update 300
-    log = _train(bible, save_dir, RESUMED_UPDATES, *extra)
+    log = _train(bible, save_dir, RESUMED_UPDATES, "--admin-as-parameter")
     assert re.search(rf"Loaded checkpoint .*checkpoint_last\.pt \(epoch \d+ @ {FIRST_RUN_UPDATES} updates\)", log), log[-3000:]
     resumed = _train_losses(log)
     assert resumed[0][0] > FIRST_RUN_UPDATES and resumed[-1][0] == RESUMED_UPDATES
     assert abs(resumed[0][1] - losses[-1][1]) < 1.0, (losses[-1], resumed[0])
-    after = _omegas(read_checkpoint(last)["model"])
-    if form == "scalar":
-        assert torch.equal(after[enc_key], saved[enc_key])
 
     # 4. generate with the plugin and score every test sentence with sacreBLEU
     result = run_cli(
@@ -116,7 +129,7 @@ def test_train_reload_resume_generate_score(bible, tmp_path, form):
     assert 0.0 <= scores["bleu"] <= 100.0
     assert scores["chrf"] > 0.0
     assert "nrefs:1" in scores["bleu_signature"]
-    print(f"{form}: BLEU {scores['bleu']:.2f} chrF {scores['chrf']:.1f} ({scores['bleu_signature']})")
+    print(f"vector: BLEU {scores['bleu']:.2f} chrF {scores['chrf']:.1f} ({scores['bleu_signature']})")
 
 
 def test_cli_rejects_unknown_output_change_scale(dict_dir, tmp_path):
