@@ -1,15 +1,18 @@
-"""docs/published-settings.md cannot drift: its "ours" column is what the code runs."""
+"""The docs cannot drift from the code: docs/published-settings.md's "ours" column is what the
+train step runs; the failure-modes table of docs/reliability.md lists every case the
+failure-mode tests run, with its message; docs/development.md explains each change --cpu makes
+to a GPU command; docs/cluster.md's omega table is the script's output. (The README's own
+tables and commands: tests/test_readme.py.)"""
 
 import re
 import shlex
-import subprocess
 import sys
 
 import pytest
 
 from admin_fairseq.recipes import evaluate, iwslt14, prepare, train
 
-from conftest import REPO
+from conftest import REPO, run_module
 
 PAGE = (REPO / "docs" / "published-settings.md").read_text(encoding="utf-8")
 MARKER = re.compile(r"<!-- dry-run: (.*?) corpus=(\S+) -->\n(.*?)(?=\n## |\Z)", re.S)
@@ -22,9 +25,8 @@ def _tables():
 
 
 def _dry_run(args, corpus):
-    result = subprocess.run([sys.executable, "-m", "admin_fairseq.recipes.train", "--data",
-                             f"data/{corpus}", "--depth", "6-6", *shlex.split(args), "--dry-run"],
-                            capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    result = run_module("admin_fairseq.recipes.train", "--data", f"data/{corpus}", "--depth", "6-6",
+                        *shlex.split(args), "--dry-run", cwd=REPO)  # fmt: skip
     assert result.returncode == 0, result.stderr
     return shlex.split(result.stdout.strip().splitlines()[-1])
 
@@ -80,3 +82,42 @@ def test_nothing_cites_a_file_outside_the_repository():
     for path in texts:
         if path.is_file():
             assert "REFERENCE.md" not in path.read_text(encoding="utf-8", errors="replace"), path
+
+
+# ------------------------------------------------------------------ other pages
+
+
+def _documented_failure_rows():
+    text = (REPO / "docs" / "reliability.md").read_text()
+    section = text.split("## Failure modes", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        match = re.match(r"\|\s*`([a-z0-9-]+)`\s*\|(.*)\|\s*$", line)
+        if match:
+            rows[match.group(1)] = match.group(2)
+    return rows
+
+
+def test_failure_table_lists_every_case_with_its_message():
+    from test_failure_modes import CASES
+
+    rows = _documented_failure_rows()
+    assert len(CASES) >= 15
+    assert set(rows) == {case.id for case in CASES}
+    for case in CASES:
+        assert case.expect in rows[case.id], case.id
+
+
+def test_every_cpu_change_is_explained():
+    text = (REPO / "docs" / "development.md").read_text()
+    for name in train.CPU_CHANGES:
+        assert f"| `{name}` |" in text, f"docs/development.md does not explain the CPU change {name}"
+
+
+def test_the_omega_fp16_table_is_the_scripts_output_and_in_the_docs():
+    sys.path.insert(0, str(REPO / "scripts"))
+    import omega_fp16
+
+    table = omega_fp16.markdown(omega_fp16.rows()).strip()
+    assert (REPO / "results" / "omega_fp16" / "table.md").read_text().strip() == table
+    assert table in (REPO / "docs" / "cluster.md").read_text()

@@ -4,8 +4,8 @@ Each case runs the real command and checks the exit code and the message: fairse
 (``fairseq-train --user-dir``, ``fairseq-generate``) as subprocesses; the project's own commands
 (the recipe steps, the CTranslate2 conversion) as the ``main(argv)`` their ``python -m`` runs,
 in this process, which saves a Python and fairseq start per case. The "Failure modes" table of
-docs/reliability.md lists the same cases by id with the same message text; a test keeps the
-two in step.
+docs/reliability.md lists the same cases by id with the same message text; tests/test_docs.py
+keeps the two in step.
 """
 
 import json
@@ -193,25 +193,6 @@ def test_bad_input_exits_non_zero_with_a_clear_message(case, ctx):
     output = result.stdout + result.stderr
     assert result.returncode != 0, output[-3000:]
     assert case.expect in output, output[-3000:]
-
-
-def _documented_failure_rows():
-    text = (REPO / "docs" / "reliability.md").read_text()
-    section = text.split("## Failure modes", 1)[1].split("\n## ", 1)[0]
-    rows = {}
-    for line in section.splitlines():
-        match = re.match(r"\|\s*`([a-z0-9-]+)`\s*\|(.*)\|\s*$", line)
-        if match:
-            rows[match.group(1)] = match.group(2)
-    return rows
-
-
-def test_failure_table_lists_every_case_with_its_message():
-    rows = _documented_failure_rows()
-    assert len(CASES) >= 15
-    assert set(rows) == {case.id for case in CASES}
-    for case in CASES:
-        assert case.expect in rows[case.id], case.id
 
 
 class _RunsCode:

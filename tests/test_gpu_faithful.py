@@ -86,11 +86,8 @@ def assert_only_allowed_changes(gpu, cpu):
     assert {k: cpu_info[k] for k in same} == {k: gpu_info[k] for k in same}
 
 
-def test_cpu_changes_are_the_named_ones_and_documented():
-    assert tuple(train.CPU_CHANGES) == ALLOWED
-    text = (REPO / "docs" / "development.md").read_text()
-    for name in ALLOWED:
-        assert f"| `{name}` |" in text, f"docs/development.md does not explain the CPU change {name}"
+def test_cpu_changes_are_the_named_ones():
+    assert tuple(train.CPU_CHANGES) == ALLOWED  # each explained in docs/development.md (tests/test_docs.py)
 
 
 @pytest.mark.parametrize("batch,form", itertools.product(PUBLISHED_BATCHES, FORMS))
@@ -168,13 +165,10 @@ def test_radam_with_flat_fp32_master_weights_updates_as_without():
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {"equal": True, "flat_master": True}
 
 
-def test_the_omega_fp16_table_is_the_scripts_output_and_in_the_docs():
+def test_the_omega_fp16_bounds():
     sys.path.insert(0, str(REPO / "scripts"))
     import omega_fp16
 
-    table = omega_fp16.markdown(omega_fp16.rows()).strip()
-    assert (REPO / "results" / "omega_fp16" / "table.md").read_text().strip() == table
-    assert table in (REPO / "docs" / "cluster.md").read_text()
     assert omega_fp16.adam_step_bound(0.9, 0.98, 1) == pytest.approx(1.0)
     assert omega_fp16.LONG_RUN_BOUND == pytest.approx(1.6977, abs=1e-4)
     # the regular batch: lr reaches 1e-3 at update 8,000; above 0.000977 from 7,813 to 8,388
