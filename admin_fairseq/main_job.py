@@ -42,6 +42,7 @@ from admin_fairseq.recipes import RecipeError
 from admin_fairseq.recipes import compare as compare_step
 from admin_fairseq.recipes import evaluate as evaluate_step
 from admin_fairseq.recipes import prepare as prepare_step
+from admin_fairseq.recipes import plan, published
 from admin_fairseq.recipes import train as train_step
 from admin_fairseq.errors import UserError
 
@@ -107,7 +108,7 @@ def settings_from(args):
 
 def training_command(settings, method, data, run_dir):
     """The recipe's train step for one method, with the main job's settings replacing the
-    recipe's (each flag once): ``(commands, info)`` of :func:`train_step.build`."""
+    recipe's (each flag once): ``(commands, info)`` of :func:`plan.build`."""
     width = int(settings["width"])
     size_flags = []
     if width != 128:
@@ -129,17 +130,17 @@ def training_command(settings, method, data, run_dir):
         "--save-interval-updates", str(settings["updates"]), "--no-epoch-checkpoints",
         "--keep-last-epochs", "-1", "--validate-interval-updates", str(settings["valid_every"]),
     ]  # fmt: skip
-    return train_step.build(args)
+    return plan.build(args)
 
 
 def run_main_job(settings, out, log=print):
     out = Path(out)
     methods = [m.strip() for m in settings["methods"].split(",") if m.strip()]
-    unknown = [m for m in methods if m not in train_step.METHODS]
+    unknown = [m for m in methods if m not in published.METHODS]
     if unknown or not methods:
         raise RecipeError(f"unknown method(s) {unknown} in --methods; choose from "
-                          f"{', '.join(train_step.METHODS)}")  # fmt: skip
-    train_step.parse_depth(settings["depth"])
+                          f"{', '.join(published.METHODS)}")  # fmt: skip
+    plan.parse_depth(settings["depth"])
     width = int(settings["width"])
     if width < 32 or width % 32:
         raise RecipeError(f"--width must be a multiple of 32 (heads of 32 dimensions); got {width}")
@@ -270,7 +271,7 @@ def parse_args(argv=None):
     parser.add_argument("--train", help="--corpus text: PREFIX of the training files")
     parser.add_argument("--valid", help="--corpus text: PREFIX of the validation files")
     parser.add_argument("--test", help="--corpus text: PREFIX of the test files")
-    parser.add_argument("--methods", help="comma-separated: " + ", ".join(train_step.METHODS))
+    parser.add_argument("--methods", help="comma-separated: " + ", ".join(published.METHODS))
     parser.add_argument("--depth", help="ENCODER-DECODER layers (default 12-12)")
     parser.add_argument("--width", type=int, help="model width (default 64; FFN 4x, heads of 32)")
     parser.add_argument("--updates", type=int, help="updates per method")

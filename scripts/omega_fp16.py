@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from admin_fairseq.core.omega import calculate_init  # noqa: E402
-from admin_fairseq.recipes.train import BIG_HUGE_LR, RECIPES  # noqa: E402
+from admin_fairseq.recipes.published import BIG_HUGE_LR, RECIPES  # noqa: E402
 
 DEPTHS = ((6, 6), (18, 18), (60, 12), (100, 100))
 #: the largest profiled omega of each depth that the Transformer-Clinic profiles published

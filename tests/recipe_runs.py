@@ -2,14 +2,13 @@
 fairseq's GPU code (tests/gpu_on_cpu); then the evaluate step and the CTranslate2 conversion.
 Used by tests/test_gpu_faithful.py and tests/test_gpu_faithful_radam.py."""
 
-import json
 import math
-import re
 import sys
 from pathlib import Path
 
 
-from admin_fairseq.recipes import evaluate, train
+from admin_fairseq import fairseq_log
+from admin_fairseq.recipes import evaluate, plan, train
 from admin_fairseq.checkpoints import read as read_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "gpu_on_cpu"))
@@ -42,7 +41,7 @@ def gpu_command(data, run, method, batch, gpus=1, depth="2-2", extra=()):
     args = _args(["--data", str(data), "--method", method, "--depth", depth, "--batch", batch,
                   "--gpus", str(gpus), "--save-dir", str(run), "--avg-epochs", "1-2",
                   "--log-interval", "1"], [*TEST_SIZE, *extra])  # fmt: skip
-    commands, info = train.build(args, env={})
+    commands, info = plan.build(args, env={})
     return [[*command, "--cpu"] for command in commands], info
 
 
@@ -53,7 +52,7 @@ def train_gpu_command(data, run, method, batch, **kwargs):
     code = train.run(commands, info, on_line=lines.append, env_extra=dict(shim, OMP_NUM_THREADS="1"))
     log = "".join(lines)
     assert code == 0, log[-5000:]
-    inner = [json.loads(m) for m in re.findall(r"train_inner \| (\{.*\})", log)]
+    inner = [stats for _, stats in fairseq_log.records(log.splitlines(), "train_inner")]
     assert inner and all(math.isfinite(float(x["loss"])) for x in inner), log[-3000:]
     return commands, info, log
 

@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from admin_fairseq.recipes import evaluate, iwslt14, prepare, train
+from admin_fairseq.recipes import evaluate, iwslt14, plan, prepare
+from admin_fairseq.recipes.published import PUBLISHED_BATCHES, RECIPES
 
 from conftest import REPO, run_module
 
@@ -57,8 +58,8 @@ def test_ours_column_is_what_the_dry_run_prints(args, corpus, rows):
         for span in _spans(ours):
             name, _, value = span.partition(" ")
             if name == "--avg-epochs":
-                window = train.RECIPES
-                recipe = train.PUBLISHED_BATCHES[args.split()[1]][0]
+                window = RECIPES
+                recipe = PUBLISHED_BATCHES[args.split()[1]][0]
                 assert value == "{}-{}".format(*window[recipe]["window"]), setting
             elif name in ("--beam", "--lenpen"):
                 beam, lenpen = evaluate.PUBLISHED_DECODING.get(tgt, evaluate.DEFAULT_DECODING)
@@ -110,7 +111,7 @@ def test_failure_table_lists_every_case_with_its_message():
 
 def test_every_cpu_change_is_explained():
     text = (REPO / "docs" / "development.md").read_text()
-    for name in train.CPU_CHANGES:
+    for name in plan.CPU_CHANGES:
         assert f"| `{name}` |" in text, f"docs/development.md does not explain the CPU change {name}"
 
 

@@ -59,9 +59,7 @@ LENGTH = ["--max-len-a", "0", "--max-len-b", "40"]
 
 
 def _train(bible, save_dir, flags):
-    run_cli("fairseq-train", bible["bin"], "--user-dir", USER_DIR, *SHAPE, *flags, *TRAIN,
-            "--save-dir", save_dir, cwd=save_dir.parent)  # fmt: skip
-    return save_dir / "checkpoint_last.pt"
+    return shared_runs.train(bible, save_dir, [*SHAPE, *flags, *TRAIN])
 
 
 def _export(src, dst, cwd, check=True):

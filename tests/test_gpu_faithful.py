@@ -3,7 +3,7 @@
 Two halves:
 
 1. (cheap, no training) every command the recipes build for GPUs is built once as a GPU user
-   gets it and once with ``--cpu``; the two may differ only by ``train.CPU_CHANGES`` (the
+   gets it and once with ``--cpu``; the two may differ only by ``plan.CPU_CHANGES`` (the
    ``--cpu`` flag, fp32 in place of the recipe's fp16 flags, gloo with several workers), the
    list that docs/development.md explains entry by entry.
 2. (slow) the GPU command itself, with ``--cpu`` appended, trains on the CPU through the
@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from admin_fairseq import main_job
-from admin_fairseq.recipes import RecipeError, train
+from admin_fairseq.recipes import RecipeError, plan, published
 from conftest import REPO
 from recipe_runs import _args, evaluate_and_convert, gpu_on_cpu, train_gpu_command
 from recipe_runs import state as saved_state
@@ -33,7 +33,7 @@ from recipe_runs import state as saved_state
 #: the differences a --cpu command may have from the GPU one; each is explained in
 #: docs/development.md under the same name
 ALLOWED = ("--cpu", "fp32", "gloo")
-PUBLISHED_BATCHES = tuple(train.PUBLISHED_BATCHES)  # 8x4096 128x4096 80x8000 256x5000 1x4096
+PUBLISHED_BATCHES = tuple(published.PUBLISHED_BATCHES)  # 8x4096 128x4096 80x8000 256x5000 1x4096
 SLURM_ENV = {"SLURM_JOB_NUM_NODES": "2", "SLURM_NTASKS_PER_NODE": "4", "SLURM_NTASKS": "8"}
 FORMS = {  # how the workers are started: (nodes, per node, extra train-step flags, environment)
     "one-gpu": (1, 1, [], {}),
@@ -52,7 +52,7 @@ def _build_pair(method, batch, form):
     built = []
     for argv in ([*common, "--gpus", str(per_node)], [*common, "--cpu", *cpu_flags]):
         try:
-            built.append(train.build(_args(argv), env=env))
+            built.append(plan.build(_args(argv), env=env))
         except RecipeError as err:
             assert "cannot be reached exactly" in str(err)
             built.append(None)
@@ -61,14 +61,14 @@ def _build_pair(method, batch, form):
 
 
 def _groups(command):
-    return [tuple(g) for g in train._flag_groups(command[command.index("--") + 1:])]
+    return [tuple(g) for g in plan._flag_groups(command[command.index("--") + 1:])]
 
 
 def assert_only_allowed_changes(gpu, cpu):
     """``gpu`` and ``cpu`` are ``(commands, info)``: the same commands but for ALLOWED."""
     (gpu_commands, gpu_info), (cpu_commands, cpu_info) = gpu, cpu
     assert len(gpu_commands) == len(cpu_commands)
-    fp16 = {tuple(g) for g in train._flag_groups(train.RECIPES[gpu_info["recipe"]]["fp16"])}
+    fp16 = {tuple(g) for g in plan._flag_groups(published.RECIPES[gpu_info["recipe"]]["fp16"])}
     for g_cmd, c_cmd in zip(gpu_commands, cpu_commands):
         launcher = g_cmd[:g_cmd.index("--") + 1]
         assert c_cmd[:c_cmd.index("--") + 1] == launcher  # same launcher, same worker count
@@ -78,7 +78,7 @@ def assert_only_allowed_changes(gpu, cpu):
         assert set(removed) == fp16, f"removed: {removed}"  # "fp32"
         expected = [("--cpu",)]
         if gpu_info["workers"] > 1:  # "gloo" (a profiling run derived from it keeps its flags)
-            expected += [tuple(g) for g in train._flag_groups(train.CPU_DISTRIBUTED)]
+            expected += [tuple(g) for g in plan._flag_groups(plan.CPU_DISTRIBUTED)]
         assert added == expected, f"added: {added}"
         kept = [g for g in g_groups if g not in fp16]
         assert [g for g in c_groups if g in kept] == kept  # everything else, in the same order
@@ -87,12 +87,12 @@ def assert_only_allowed_changes(gpu, cpu):
 
 
 def test_cpu_changes_are_the_named_ones():
-    assert tuple(train.CPU_CHANGES) == ALLOWED  # each explained in docs/development.md (tests/test_docs.py)
+    assert tuple(plan.CPU_CHANGES) == ALLOWED  # each explained in docs/development.md (tests/test_docs.py)
 
 
 @pytest.mark.parametrize("batch,form", itertools.product(PUBLISHED_BATCHES, FORMS))
 def test_every_recipe_command_is_the_gpu_command_but_for_the_named_changes(batch, form):
-    for method in train.METHODS:
+    for method in published.METHODS:
         pair = _build_pair(method, batch, form)
         if pair is None:
             assert batch == "1x4096" and form != "one-gpu"
@@ -115,7 +115,7 @@ def test_the_main_jobs_gpu_command_is_its_cpu_command_but_for_the_named_changes(
 
 def test_cpu_with_the_recipes_fp16_is_refused_with_the_reason():
     with pytest.raises(RecipeError, match=r"--cpu --precision recipe: .* needs CUDA in fairseq 0.12"):
-        train.build(_args(["--data", "d", "--method", "admin", "--depth", "2-2", "--batch", "8x4096",
+        plan.build(_args(["--data", "d", "--method", "admin", "--depth", "2-2", "--batch", "8x4096",
                            "--cpu", "--precision", "recipe"]), env={})  # fmt: skip
 
 

@@ -12,7 +12,7 @@ import tarfile
 
 import pytest
 
-from admin_fairseq.recipes import RecipeError, iwslt14, prepare, train
+from admin_fairseq.recipes import RecipeError, iwslt14, plan, prepare, train
 
 from conftest import REPO
 
@@ -173,7 +173,7 @@ def test_train_step_uses_the_published_iwslt_settings():
     args = train.make_parser().parse_args(["--data", "data/iwslt14-de-en", "--method", "admin-profiled",
                                            "--depth", "6-6", "--batch", "1x4096", "--gpus", "1"])  # fmt: skip
     args.extra = []
-    commands, info = train.build(args, env={})
+    commands, info = plan.build(args, env={})
     cmd = commands[-1]
     published = {"--arch": "transformer_admin_iwslt_de_en", "--optimizer": "radam",
                  "--adam-betas": "(0.9, 0.98)", "--clip-norm": "0.0", "--lr": "7e-4",

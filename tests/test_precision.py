@@ -4,14 +4,14 @@ off), and the refusals (bf16; the recipe's fp16 flags, refused in tests/test_gpu
 The recipes' fp16 flags themselves are trained as a GPU gets them in tests/test_gpu_faithful.py.
 """
 
-import json
 import math
 import os
-import re
 import subprocess
 import sys
 
 import pytest
+
+from admin_fairseq import fairseq_log
 from admin_fairseq.checkpoints import read as read_checkpoint
 
 
@@ -33,7 +33,7 @@ def _train(data, run, method, precision, max_update=40):
 
 def _inner_logs(run):
     log = (run / "train.log").read_text()
-    return [json.loads(m) for m in re.findall(r"train_inner \| (\{.*\})", log)], log
+    return [stats for _, stats in fairseq_log.records(log.splitlines(), "train_inner")], log
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from admin_fairseq.recipes import RecipeError, compare, evaluate, prepare, train
+from admin_fairseq.recipes import RecipeError, compare, evaluate, plan, prepare, published, train
 from admin_fairseq.checkpoints import read as read_checkpoint
 from conftest import REPO, run_module
 
@@ -48,29 +48,29 @@ def test_shell_scripts_parse_and_pass_shellcheck(script):
 
 @pytest.mark.parametrize("batch,max_tokens", [("8x4096", 4096), ("128x4096", 2048), ("8x4096", 2048)])
 def test_update_freq_reaches_the_batch_exactly_or_refuses(batch, max_tokens):
-    a, b = train.parse_batch(batch)
+    a, b = plan.parse_batch(batch)
     for workers in range(1, 257):
         total = a * b
         if total % (workers * max_tokens) == 0:
-            freq = train.update_freq(batch, workers, max_tokens)
+            freq = plan.update_freq(batch, workers, max_tokens)
             assert workers * max_tokens * freq == total
         else:
             with pytest.raises(RecipeError, match="cannot be reached exactly") as err:
-                train.update_freq(batch, workers, max_tokens)
+                plan.update_freq(batch, workers, max_tokens)
             assert str(workers) in str(err.value)
 
 
 def test_update_freq_known_values_and_hints():
-    assert train.update_freq("8x4096", 8, 4096) == 1
-    assert train.update_freq("8x4096", 1, 4096) == 8
-    assert train.update_freq("128x4096", 8, 2048) == 32  # the published huge-batch recipe
-    assert train.update_freq("128x4096", 16, 2048) == 16
-    assert train.update_freq("128x4096", 256, 2048) == 1
+    assert plan.update_freq("8x4096", 8, 4096) == 1
+    assert plan.update_freq("8x4096", 1, 4096) == 8
+    assert plan.update_freq("128x4096", 8, 2048) == 32  # the published huge-batch recipe
+    assert plan.update_freq("128x4096", 16, 2048) == 16
+    assert plan.update_freq("128x4096", 256, 2048) == 1
     with pytest.raises(RecipeError, match="use --max-tokens 2048") as err:
-        train.update_freq("8x4096", 16, 4096)
+        plan.update_freq("8x4096", 16, 4096)
     assert "use 1, 2, 4, 8 GPUs" in str(err.value)
     with pytest.raises(RecipeError, match="choose another --batch|use 1, 2"):
-        train.update_freq("8x4096", 3, 4096)
+        plan.update_freq("8x4096", 3, 4096)
 
 
 # ------------------------------------------------------------------ dry-run commands
@@ -115,7 +115,7 @@ def _build(**overrides):
     args.extra = []
     for key, value in overrides.items():
         setattr(args, key, value)
-    return train.build(args, env={})
+    return plan.build(args, env={})
 
 
 def _fairseq_flags(cmd):
@@ -123,7 +123,7 @@ def _fairseq_flags(cmd):
 
 
 @pytest.mark.parametrize("method,depth,batch", itertools.product(
-    train.METHODS, PUBLISHED_DEPTHS, tuple(PUBLISHED)))
+    published.METHODS, PUBLISHED_DEPTHS, tuple(PUBLISHED)))
 def test_build_uses_the_published_recipe(method, depth, batch):
     commands, info = _build(method=method, depth=depth, batch=batch)
     cmd = commands[-1]
@@ -134,7 +134,7 @@ def test_build_uses_the_published_recipe(method, depth, batch):
     enc, dec = depth.split("-")
     assert (_flag(cmd, "--encoder-layers"), _flag(cmd, "--decoder-layers")) == (enc, dec)
     assert _flag(cmd, "--arch") == "transformer_admin_wmt_en_de"
-    method_flags = train.METHODS[method]
+    method_flags = published.METHODS[method]
     if method == "admin-profiled" and fp16 == "--fp16":  # profiled by a run of its own first
         assert len(commands) == 2 and "--admin-profile-to" in commands[0]
         assert _flag(commands[0], "--distributed-world-size") == "1"
@@ -144,9 +144,9 @@ def test_build_uses_the_published_recipe(method, depth, batch):
         assert len(commands) == 1
     for method_flag in method_flags:
         assert method_flag in cmd
-    others = {f for m, flags in train.METHODS.items() if m != method for f in flags}
-    assert not (others - set(train.METHODS[method])) & set(cmd)
-    a, b = train.parse_batch(batch)
+    others = {f for m, flags in published.METHODS.items() if m != method for f in flags}
+    assert not (others - set(published.METHODS[method])) & set(cmd)
+    a, b = plan.parse_batch(batch)
     assert 8 * int(_flag(cmd, "--max-tokens")) * int(_flag(cmd, "--update-freq")) == a * b
     assert _flag(cmd, "--update-freq") == (PUBLISHED_UPDATE_FREQ[batch] if batch != "256x5000" else "32")
     assert _flag(cmd, "--distributed-world-size") == "8"
@@ -722,11 +722,11 @@ def test_train_refuses_to_start_when_the_checkpoints_cannot_fit(bible_recipe_dat
 
 
 def test_kept_checkpoints_follow_the_final_flags():
-    assert train.kept_checkpoints(["--max-epoch", "45", "--keep-last-epochs", "10"]) == 12
-    assert train.kept_checkpoints(["--keep-last-epochs", "10", "--no-epoch-checkpoints"]) == 2
-    assert train.kept_checkpoints(["--no-epoch-checkpoints", "--save-interval-updates", "100",
+    assert plan.kept_checkpoints(["--max-epoch", "45", "--keep-last-epochs", "10"]) == 12
+    assert plan.kept_checkpoints(["--keep-last-epochs", "10", "--no-epoch-checkpoints"]) == 2
+    assert plan.kept_checkpoints(["--no-epoch-checkpoints", "--save-interval-updates", "100",
                                    "--keep-interval-updates", "3"]) == 5  # fmt: skip
-    assert train.kept_checkpoints(["--no-save"]) == 0
+    assert plan.kept_checkpoints(["--no-save"]) == 0
 
 
 def test_slurm_sbatch_dry_run_for_two_nodes_of_eight_gpus(tmp_path):
@@ -752,7 +752,7 @@ def _repeated_flags(command):
     return sorted({flag for flag in flags if flags.count(flag) > 1})
 
 
-@pytest.mark.parametrize("method,batch", itertools.product(train.METHODS, tuple(train.PUBLISHED_BATCHES)))
+@pytest.mark.parametrize("method,batch", itertools.product(published.METHODS, tuple(published.PUBLISHED_BATCHES)))
 def test_every_flag_appears_once_in_recipe_commands(method, batch):
     for size in (None, "big", "cpu"):
         for extra in ([], ["--lr", "5e-4", "--max-update=10", "--patience", "3"]):

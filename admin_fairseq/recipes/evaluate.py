@@ -33,7 +33,7 @@ from admin_fairseq import atomic
 from admin_fairseq.evaluation import read_hypotheses, score
 from admin_fairseq.recipes import RecipeError
 from admin_fairseq.recipes.prepare import check_prepared
-from admin_fairseq.recipes.train import _which
+from admin_fairseq.recipes.plan import _which
 from admin_fairseq.errors import UserError
 
 #: target language -> (beam, lenpen) of the published evaluations
@@ -224,7 +224,7 @@ def evaluate(run_dir, data_dir=None, avg_last=None, beam=None, lenpen=None, subs
             if not list(run_dir.glob("checkpoint[0-9]*.pt")):
                 avg_epochs = None  # a run saved by updates only: fall back to the last ones
     if avg_epochs is not None:
-        from admin_fairseq.recipes.train import parse_window
+        from admin_fairseq.recipes.plan import parse_window
 
         window = parse_window(avg_epochs) if isinstance(avg_epochs, str) else tuple(avg_epochs)
         checkpoints = window_checkpoints(run_dir, window)

@@ -1,0 +1,397 @@
+"""Planning a recipe run: the depth and batch arithmetic, the workers and how they are
+started (one process, torchrun on one or several nodes, Slurm), the exact fairseq command
+(:func:`build`, with the changes ``--cpu`` makes listed in ``CPU_CHANGES``), and the disk a
+run's checkpoints need. Nothing here starts a process; :mod:`admin_fairseq.recipes.train`
+runs what :func:`build` returns."""
+
+import os
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+from admin_fairseq.launch import flag_value
+from admin_fairseq.recipes import RecipeError
+from admin_fairseq.recipes.published import BIG_HUGE_LR, COMMON, METHODS, PUBLISHED_BATCHES, RECIPES, SIZES
+
+#: --precision -> flags; "recipe" is the recipe's own fp16 flags. There is no bf16: in
+#: fairseq 0.12, --bf16 implies --tpu (it needs torch_xla and an XLA device, on a GPU too).
+PRECISIONS = {"recipe": None, "fp32": [], "amp": ["--amp"]}
+#: Everything a --cpu command changes in the command a GPU gets, and why; nothing else
+#: differs (tests/test_gpu_faithful.py holds every recipe command to this list, and
+#: docs/development.md explains each entry).
+CPU_CHANGES = {
+    "--cpu": "the device: fairseq trains on CPU tensors",
+    "fp32": "no --precision given: the recipe's --fp16/--memory-efficient-fp16 flags are left "
+            "out, because fairseq 0.12's half-precision trainer needs CUDA (the fp32 master "
+            "weights are filed by CUDA device; a gradient overflow makes a CUDA tensor); "
+            "--cpu --precision recipe is refused for the same reason",
+    "gloo": "more than one worker: --distributed-backend gloo --ddp-backend legacy_ddp, "
+            "because NCCL needs CUDA and fairseq's pytorch_ddp wrapper passes CUDA device ids",
+}  # fmt: skip
+CPU_DISTRIBUTED = ["--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp"]
+#: bytes per parameter of a checkpoint: fairseq saves the weights in fp32 whatever the
+#: training precision (it moves half tensors to fp32 on saving), plus Adam/RAdam's two fp32
+#: moments
+CHECKPOINT_BYTES_PER_PARAMETER = 4 + 8
+
+
+def parse_depth(depth):
+    try:
+        enc, dec = (int(part) for part in depth.split("-"))
+    except ValueError:
+        raise RecipeError(
+            f"--depth must be ENCODER-DECODER layers, e.g. 6-6, 18-18, 60-12, 100-100; got {depth!r}"
+        ) from None
+    if enc < 1 or dec < 1:
+        raise RecipeError(f"--depth needs at least one layer per stack; got {depth!r}")
+    return enc, dec
+
+
+def parse_batch(batch):
+    try:
+        a, b = (int(part) for part in batch.lower().split("x"))
+    except ValueError:
+        raise RecipeError(
+            f"--batch must be AxB (A x B tokens per update), e.g. 8x4096 or 128x4096; got {batch!r}"
+        ) from None
+    if a < 1 or b < 1:
+        raise RecipeError(f"--batch must be positive; got {batch!r}")
+    return a, b
+
+
+def update_freq(batch, workers, max_tokens):
+    """``--update-freq`` so that workers x max_tokens x update_freq == the batch's tokens.
+
+    Raises RecipeError (naming worker counts and max-tokens that do work) when no integer does.
+    """
+    a, b = parse_batch(batch)
+    total = a * b
+    per_step = workers * max_tokens
+    if total % per_step == 0:
+        return total // per_step
+    fits_workers = [w for w in (1, 2, 4, 8, 16, 32, 64, 128, 256) if total % (w * max_tokens) == 0]
+    fits_tokens = [t for t in (8192, 6144, 4096, 3072, 2048, 1024, 512)
+                   if total % (workers * t) == 0]  # fmt: skip
+    hint = []
+    if fits_tokens:
+        hint.append(f"with {workers} worker(s) use --max-tokens {' or '.join(map(str, fits_tokens))}")
+    if fits_workers:
+        hint.append(f"with --max-tokens {max_tokens} use {', '.join(map(str, fits_workers))} GPUs")
+    raise RecipeError(
+        f"--batch {batch} = {total:,} tokens per update cannot be reached exactly by {workers} "
+        f"worker(s) x {max_tokens} max-tokens (= {per_step:,} per step: {total / per_step:.3g} "
+        f"steps per update); " + ("; ".join(hint) if hint else "choose another --batch")
+    )
+
+
+def parse_window(text):
+    """``"36-45"`` -> ``(36, 45)``: the epochs whose checkpoints are averaged."""
+    try:
+        first, last = (int(part) for part in str(text).split("-"))
+    except ValueError:
+        raise RecipeError(f"--avg-epochs must be FIRST-LAST epochs, e.g. 36-45; got {text!r}") from None
+    if not 1 <= first <= last:
+        raise RecipeError(f"--avg-epochs needs 1 <= FIRST <= LAST; got {text!r}")
+    return first, last
+
+
+def detect_gpus():
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _which(name):
+    exe = Path(sys.executable).parent / name
+    return str(exe) if exe.exists() else (shutil.which(name) or name)
+
+
+def slurm_layout(env):
+    """``(nodes, tasks per node)`` of the Slurm allocation this runs in."""
+    try:
+        nodes = int(env.get("SLURM_JOB_NUM_NODES") or env["SLURM_NNODES"])
+        per_node = env.get("SLURM_NTASKS_PER_NODE")
+        per_node = int(per_node.split("(")[0]) if per_node else int(env["SLURM_NTASKS"]) // nodes
+    except (KeyError, ValueError):
+        raise RecipeError(
+            "--slurm: SLURM_JOB_NUM_NODES and SLURM_NTASKS_PER_NODE (or SLURM_NTASKS) are not "
+            "set; run the train step inside an allocation (recipes/slurm/train.sbatch), or give "
+            "--nodes and --gpus with --dry-run to print the commands"
+        ) from None
+    return nodes, per_node
+
+
+def _flag_groups(flags):
+    """``["--a", "1", "--b", "--c", "x", "y"]`` -> ``[["--a", "1"], ["--b"], ["--c", "x", "y"]]``."""
+    groups = []
+    for token in flags:
+        if token.startswith("--") or not groups:
+            groups.append([token])
+        else:
+            groups[-1].append(token)
+    return groups
+
+
+def merge_flags(flags, overrides):
+    """``flags`` with each flag of ``overrides`` replacing the same flag in place (or added at
+    the end when absent), so that every flag appears once: the command that runs is the
+    command that is recorded, without a later value silently winning over an earlier one."""
+    groups = _flag_groups(flags)
+    def name(group):  # --lr=2e-3 and --lr 2e-3 are the same flag
+        return group[0].split("=", 1)[0]
+
+    where = {name(group): i for i, group in enumerate(groups) if group[0].startswith("--")}
+    for group in _flag_groups(overrides):
+        if not group[0].startswith("--"):
+            raise RecipeError(f"extra fairseq-train flags must start with --; got {group[0]!r}")
+        if name(group) in where:
+            groups[where[name(group)]] = group
+        else:
+            where[name(group)] = len(groups)
+            groups.append(group)
+    return [token for group in groups for token in group]
+
+
+def _launch(kind, extra=()):
+    return [sys.executable, "-m", "admin_fairseq.launch", "--launcher", kind, *extra, "--"]
+
+
+def build(args, env=None):
+    """Return ``(commands, info)``: the command line(s) to run and what was decided."""
+    env = os.environ if env is None else env
+    data_bin = Path(args.data) / "bin"
+    enc, dec = parse_depth(args.depth)
+    parse_batch(args.batch)
+    if args.method not in METHODS:
+        raise RecipeError(f"unknown --method {args.method!r}; choose from {', '.join(METHODS)}")
+    published = PUBLISHED_BATCHES.get(args.batch)
+    recipe_name = args.recipe or (published[0] if published else None)
+    if recipe_name is None:
+        raise RecipeError(
+            f"--batch {args.batch} is not a published setting ({', '.join(PUBLISHED_BATCHES)}); "
+            f"name the hyper-parameters with --recipe {' or '.join(RECIPES)}"
+        )
+    if recipe_name not in RECIPES:
+        raise RecipeError(f"unknown --recipe {recipe_name!r}; choose from {', '.join(RECIPES)}")
+    recipe = RECIPES[recipe_name]
+    size = args.size or recipe.get("size", "base")
+    if size not in SIZES:
+        raise RecipeError(f"unknown --size {size!r}; choose from {', '.join(SIZES)}")
+    if args.precision == "bf16":
+        raise RecipeError(
+            "--precision bf16 is not offered: fairseq 0.12's --bf16 implies --tpu (it runs on "
+            f"an XLA device through torch_xla, not on a GPU); choose from {', '.join(PRECISIONS)}"
+        )
+    if args.precision not in (None, *PRECISIONS):
+        raise RecipeError(f"unknown --precision {args.precision!r}; choose from {', '.join(PRECISIONS)}")
+    # Published settings use the published per-GPU batch; for another AxB, B is the per-worker batch.
+    is_published = published is not None and recipe_name == published[0]
+    max_tokens = args.max_tokens or (published[1] if is_published else parse_batch(args.batch)[1])
+
+    # --- workers: where they run and how many
+    nodes, node_rank = args.nodes, args.node_rank
+    in_allocation = any(k in env for k in ("SLURM_JOB_NUM_NODES", "SLURM_NNODES"))
+    if args.slurm and (in_allocation or not args.dry_run):
+        nodes, per_node = slurm_layout(env)
+        if args.cpu:
+            args.cpu_workers = per_node
+        elif args.gpus is not None and args.gpus != per_node:
+            raise RecipeError(f"--gpus {args.gpus} but the Slurm job has {per_node} task(s) per "
+                              "node (SLURM_NTASKS_PER_NODE); one task drives one GPU")  # fmt: skip
+        else:
+            args.gpus = per_node
+    if args.cpu:
+        per_node = args.cpu_workers
+    else:
+        per_node = args.gpus if args.gpus is not None else detect_gpus()
+        if per_node < 1:
+            raise RecipeError(
+                "no GPU found (torch.cuda.device_count() is 0). Pass --gpus N to print the "
+                "commands for N GPUs with --dry-run, or --cpu for a small CPU run"
+            )
+    if per_node < 1:
+        raise RecipeError(f"--cpu-workers must be >= 1; got {per_node}")
+    if nodes > 1 and not args.slurm and not args.master_addr:
+        raise RecipeError(
+            f"--nodes {nodes} needs --master-addr (or MASTER_ADDR): the address of the node "
+            "with --node-rank 0, which every node must reach; 127.0.0.1 would make each node "
+            "wait for itself"
+        )
+    workers = per_node * nodes
+    freq = update_freq(args.batch, workers, max_tokens)
+    a, b = parse_batch(args.batch)
+    unit = "CPU process(es)" if args.cpu else "GPU(s)"
+    arithmetic = (
+        f"{args.batch} = {a * b:,} tokens per update = {nodes} node(s) x {per_node} {unit} "
+        f"x --max-tokens {max_tokens} x --update-freq {freq}"
+    )
+
+    # --- precision
+    precision = args.precision or ("fp32" if args.cpu else "recipe")  # CPU_CHANGES["fp32"]
+    if args.cpu and precision == "recipe":
+        raise RecipeError(
+            f"--cpu --precision recipe: the recipe's {' '.join(recipe['fp16'][:1])} needs CUDA in "
+            "fairseq 0.12 (its fp16 optimizer files the fp32 master weights by CUDA device, and "
+            "a gradient overflow makes a CUDA tensor); on a CPU use --precision fp32 (the "
+            "default with --cpu) or amp"
+        )
+    precision_flags = recipe["fp16"] if precision == "recipe" else PRECISIONS[precision]
+
+    # --- averaging window: training stops at its last epoch and keeps exactly its epochs
+    window = parse_window(args.avg_epochs) if args.avg_epochs else recipe["window"]
+    stop = ["--max-epoch", str(window[1]), *recipe["stop"]]
+    keep = ["--keep-last-epochs", str(window[1] - window[0] + 1)]
+
+    arch, size_flags = SIZES[size]
+    lr = recipe["lr"]
+    if recipe_name == "huge" and size == "big":
+        lr = BIG_HUGE_LR
+    seed = args.seed if args.seed is not None else recipe["seed"]
+    save_dir = Path(args.save_dir or Path("runs") / Path(args.data).name /
+                    f"{args.method}-{enc}-{dec}-{args.batch}")  # fmt: skip
+    method_flags = list(METHODS[args.method])
+    profile = None
+    if args.method == "admin-profiled" and "--fp16" in recipe["fp16"]:
+        # fairseq's FP16Optimizer keeps fp32 master weights made before the first batch, so
+        # under the recipe's plain --fp16 the profile cannot be taken inside the training
+        # run: as in Transformer-Clinic, a profiling run on one worker writes it, and the
+        # training run reads it. The same two steps run whatever --precision is chosen, so
+        # that a CPU or fp32 run of the recipe is the GPU run but for its precision flags.
+        profile = save_dir / "admin_profile.json"
+        method_flags = ["--admin-init", "--admin-profile-from", str(profile)]
+    flags = [
+        str(data_bin), "--user-dir", str(Path(__file__).resolve().parents[1]),
+        "--arch", arch, *size_flags, "--encoder-layers", str(enc), "--decoder-layers", str(dec),
+        *method_flags, *COMMON, *recipe["optimizer"],
+        "--lr", lr, "--warmup-updates", recipe["warmup"], "--weight-decay", recipe["weight_decay"],
+        "--dropout", recipe["dropout"], "--attention-dropout", recipe["attention_dropout"],
+        "--activation-dropout", recipe["activation_dropout"],
+        "--max-tokens", str(max_tokens), "--update-freq", str(freq), *stop,
+        "--save-dir", str(save_dir), *keep,
+        "--log-format", "json", "--log-interval", str(args.log_interval), "--seed", str(seed),
+        *precision_flags,
+    ]  # fmt: skip
+    if args.cpu:  # CPU_CHANGES, and nothing else
+        flags += ["--cpu"]
+        if workers > 1:
+            flags += CPU_DISTRIBUTED
+    flags += ["--distributed-world-size", str(workers)]
+    flags = merge_flags(flags, list(args.extra))  # the user's flags replace ours, each once
+
+    if args.slurm:
+        launcher = ["srun", "--nodes", str(nodes), "--ntasks-per-node", str(per_node),
+                    "--kill-on-bad-exit=1", *_launch("slurm", ["--master-port", str(args.master_port)])]  # fmt: skip
+    elif workers == 1:
+        launcher = _launch("none")
+    elif nodes == 1:
+        launcher = [_which("torchrun"), "--standalone", "--nproc-per-node", str(per_node),
+                    "-m", *_launch("torchrun")[2:]]  # fmt: skip
+    else:
+        launcher = [
+            _which("torchrun"), "--nnodes", str(nodes), "--node-rank", str(node_rank),
+            "--nproc-per-node", str(per_node), "--master-addr", args.master_addr,
+            "--master-port", str(args.master_port), "-m", *_launch("torchrun")[2:],
+        ]  # fmt: skip
+    commands = [[*launcher, *flags]]
+    if profile is not None:
+        # one worker, the same flags otherwise: profiles the first batch and stops
+        single = [("--admin-profile-to" if f == "--admin-profile-from" else f) for f in flags]
+        at = len(single) - 1 - single[::-1].index("--distributed-world-size")
+        single[at + 1] = "1"
+        commands.insert(0, [*_launch("none"), *single])
+    info = {
+        "method": args.method, "encoder_layers": enc, "decoder_layers": dec,
+        "batch": args.batch, "recipe": recipe_name, "size": size, "arch": arch,
+        "workers": workers, "nodes": nodes, "node_rank": node_rank, "per_node": per_node,
+        "cpu": args.cpu, "precision": precision, "max_tokens": max_tokens, "update_freq": freq,
+        "arithmetic": arithmetic, "avg_epochs": f"{window[0]}-{window[1]}",
+        "data": str(args.data), "save_dir": str(save_dir), "seed": seed,
+        "fairseq_flags": flags, "command": shlex.join(commands[-1]),
+        "profile_command": shlex.join(commands[0]) if profile is not None else None,
+    }  # fmt: skip
+    return commands, info
+
+
+def rank_table(info):
+    """One line per node: which global ranks and devices it runs."""
+    per = info["per_node"]
+    device = "cpu" if info["cpu"] else "cuda"
+    lines = []
+    for node in range(info["nodes"]):
+        first, last = node * per, node * per + per - 1
+        devices = f"{device}:0-{per - 1}" if per > 1 else f"{device}:0"
+        lines.append(f"node {node}: ranks {first}-{last} ({devices})" if per > 1
+                     else f"node {node}: rank {first} ({devices})")  # fmt: skip
+    return lines
+
+
+def checkpoint_bytes(info):
+    """``(parameters, bytes)`` of one checkpoint of the model this run builds: its parameters
+    (built on the meta device with the run's flags and the data's dictionary) times
+    :data:`CHECKPOINT_BYTES_PER_PARAMETER`. ``(None, None)`` when the data folder has no
+    dictionary yet."""
+    flags = info["fairseq_flags"]
+    if not (Path(flags[0]) / f"dict.{_src_lang(flags[0])}.txt").exists():
+        return None, None
+    import torch
+
+    from admin_fairseq.build import build_from_flags
+
+    # the profile file may not exist yet; writing one changes no shape and reads nothing
+    build_flags = [("--admin-profile-to" if f == "--admin-profile-from" else f) for f in flags[1:]]
+    with torch.device("meta"):
+        model, _, _ = build_from_flags(flags[0], build_flags)
+    params = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
+    return params, params * CHECKPOINT_BYTES_PER_PARAMETER
+
+
+def _src_lang(data_bin):
+    found = sorted(Path(data_bin).glob("dict.*.txt"))
+    return found[0].name.split(".")[1] if found else "src"
+
+
+def kept_checkpoints(flags):
+    """How many full checkpoints the run keeps at once, read from its final flags."""
+    if "--no-save" in flags:
+        return 0
+    epochs = 0 if "--no-epoch-checkpoints" in flags else int(flag_value(flags, "--keep-last-epochs", -1))
+    if epochs < 0:  # fairseq's default: keep every epoch checkpoint
+        epochs = int(flag_value(flags, "--max-epoch", 0)) or 100
+    updates = 0
+    if int(flag_value(flags, "--save-interval-updates", 0)) > 0:
+        updates = int(flag_value(flags, "--keep-interval-updates", -1))
+        if updates < 0:
+            updates = int(flag_value(flags, "--max-update", 0)) // int(flag_value(flags, "--save-interval-updates"))
+    return epochs + updates + 2  # + checkpoint_last.pt and checkpoint_best.pt
+
+
+def _free_bytes(path):
+    path = Path(path).resolve()
+    while not path.exists():
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def check_disk(info, log=print):
+    """Print the size of one checkpoint, of all the run keeps, and the free space of the save
+    dir's disk; raise RecipeError when they cannot fit."""
+    params, one = checkpoint_bytes(info)
+    if one is None:
+        log("[train] checkpoint size: unknown until the data is prepared (needs its dictionary)")
+        return None
+    count = kept_checkpoints(info["fairseq_flags"])
+    need, free = one * count, _free_bytes(info["save_dir"])
+    gb = 1e9
+    log(f"[train] {params:,} parameters: one checkpoint about {one / gb:.2f} GB; the run keeps "
+        f"{count} ({need / gb:.2f} GB); free on the save dir's disk: {free / gb:.2f} GB")
+    if need > free:
+        raise RecipeError(
+            f"the run keeps {count} checkpoints of about {one / gb:.2f} GB ({need / gb:.2f} GB) but "
+            f"{info['save_dir']} has {free / gb:.2f} GB free; free space, choose another "
+            "--save-dir, or keep fewer after -- (e.g. --keep-last-epochs N, which narrows the "
+            "averaging window, or --no-epoch-checkpoints)"
+        )
+    return {"parameters": params, "checkpoint_bytes": one, "kept": count, "free_bytes": free}
