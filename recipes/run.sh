@@ -4,7 +4,7 @@
 #   CORPUS=wmt17-en-de METHODS="post-ln pre-ln admin" DEPTHS="6-6 18-18" BATCH=8x4096 \
 #       bash recipes/run.sh                 # all four steps
 #   CORPUS=wmt17-en-de bash recipes/run.sh train evaluate   # some steps only
-#   DRY_RUN=1 GPUS=8 CORPUS=wmt17-en-de bash recipes/run.sh train   # print the commands
+#   DRY_RUN=1 TRAIN_ARGS="--gpus 8" CORPUS=wmt17-en-de bash recipes/run.sh train   # print the commands
 #
 # Settings (environment):
 #   CORPUS        wmt14-en-fr, wmt17-en-de, bible-en-fr, bible-en-de, ... (required)

