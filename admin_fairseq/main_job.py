@@ -38,11 +38,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from admin_fairseq import atomic, fairseq_log
+from admin_fairseq.data import bible
 from admin_fairseq.recipes import RecipeError
 from admin_fairseq.recipes import compare as compare_step
 from admin_fairseq.recipes import evaluate as evaluate_step
 from admin_fairseq.recipes import prepare as prepare_step
 from admin_fairseq.recipes import plan, published
+from admin_fairseq.recipes import text_corpus
 from admin_fairseq.recipes import train as train_step
 from admin_fairseq.errors import UserError
 
@@ -146,9 +148,28 @@ def run_main_job(settings, out, log=print):
         raise RecipeError(f"--width must be a multiple of 32 (heads of 32 dimensions); got {width}")
     if settings.get("data"):  # before anything is written
         prepare_step.check_prepared(settings["data"])
-    if settings.get("text") and not settings["text"].get("train"):
-        raise RecipeError("--corpus text needs --train PREFIX (the files PREFIX.SRC and PREFIX.TGT)")
+    if settings.get("text"):  # the user's files are there, before anything is written
+        text = settings["text"]
+        if not text.get("train"):
+            raise RecipeError("--corpus text needs --train PREFIX (the files PREFIX.SRC and PREFIX.TGT)")
+        text_corpus.check_language("--src", text.get("src"))
+        text_corpus.check_language("--tgt", text.get("tgt"))
+        for prefix in (text["train"], text.get("valid"), text.get("test")):
+            for lang in (text["src"], text["tgt"]) if prefix else ():
+                text_corpus.side_path(prefix, lang)
+    if not settings.get("data") and not settings.get("text"):
+        bible.parse_pair(settings["pair"])
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run(settings, out, methods, width, log)
+    except BaseException:
+        if created and not any(path.is_file() for path in out.rglob("*")):
+            shutil.rmtree(out)  # a failed start leaves no empty folder behind
+        raise
+
+
+def _run(settings, out, methods, width, log):
     record_path = out / "main_job.json"
     runs_dir = out / "runs"
     if record_path.exists():
@@ -302,12 +323,14 @@ def parse_args(argv=None):
     if args.data and args.corpus:
         parser.exit(2, "main_job: error: --data and --corpus exclude each other\n")
     if (args.data or args.corpus) and bible_only:
-        parser.exit(2, f"main_job: error: {', '.join(bible_only)} apply to the Bible only, not to "
+        verb = "applies" if len(bible_only) == 1 else "apply"
+        parser.exit(2, f"main_job: error: {', '.join(bible_only)} {verb} to the Bible only, not to "
                        "--data or --corpus text\n")  # fmt: skip
     if args.data and args.vocab_size is not None:
         parser.exit(2, "main_job: error: --vocab-size does not apply to --data (already prepared)\n")
     if text_only and args.corpus != "text":
-        parser.exit(2, f"main_job: error: {', '.join(text_only)} need --corpus text\n")
+        verb = "needs" if len(text_only) == 1 else "need"
+        parser.exit(2, f"main_job: error: {', '.join(text_only)} {verb} --corpus text\n")
     return args
 
 

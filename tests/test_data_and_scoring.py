@@ -1,9 +1,13 @@
 """Data cleaning/splitting and the scoring helpers, without downloads."""
 
+import os
+
 import pytest
 
 from admin_fairseq.data.bible import clean_verse, parse_pair, split_pairs
 from admin_fairseq.evaluation import read_hypotheses, score
+
+from conftest import run_module
 
 
 def test_clean_verse():
@@ -26,6 +30,21 @@ def test_parse_pair():
     assert parse_pair("en-de") == ("en", "de")
     with pytest.raises(ValueError, match="--pair must look like SRC-TGT"):
         parse_pair("en")
+    with pytest.raises(ValueError, match="language 'es' is not available; choose from en, fr, de"):
+        parse_pair("en-es")
+    with pytest.raises(ValueError, match="source and target language are both 'fr'"):
+        parse_pair("fr-fr")
+
+
+def test_a_language_the_bible_lacks_is_refused_before_the_download(tmp_path):
+    """The check comes first: no 70 MB download, no output folder."""
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    env = dict(os.environ, ADMIN_FAIRSEQ_CACHE=str(cache))
+    result = run_module("admin_fairseq.data.pipeline", "--pair", "en-es", "--out", out, env=env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "language 'es' is not available; choose from en, fr, de" in result.stderr
+    assert "downloading" not in result.stdout + result.stderr
+    assert not cache.exists() and not out.exists()
 
 
 def test_read_hypotheses_orders_and_checks_coverage():

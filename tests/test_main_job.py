@@ -123,10 +123,34 @@ def test_main_job_refuses_options_that_do_not_fit_the_corpus(tmp_path):
     for args, message in (
         (["--data", str(tmp_path / "nowhere")], "data folder"),
         (["--data", "d", "--corpus", "text"], "--data and --corpus exclude each other"),
-        (["--data", "d", "--test-size", "5"], "--test-size apply to the Bible only"),
-        (["--src", "en"], "--src need --corpus text"),
+        (["--data", "d", "--test-size", "5"], "--test-size applies to the Bible only"),
+        (["--src", "en"], "--src needs --corpus text"),
         (["--corpus", "text", "--src", "en", "--tgt", "fr"], "--corpus text needs --train PREFIX"),
+        (["--corpus", "text", "--src", "en", "--tgt", "fr", "--train", str(tmp_path / "nowhere" / "verses")],
+         f"neither {tmp_path / 'nowhere' / 'verses.en'} nor {tmp_path / 'nowhere' / 'verses.en.gz'} exists"),
+        (["--corpus", "text", "--src", "EN", "--tgt", "fr", "--train", "x"], "--src 'EN' is not a language code"),
+        (["--pair", "en-de", "--corpus", "text"], "--pair applies"),
     ):  # fmt: skip
         result = run_module("admin_fairseq.main_job", "--out", tmp_path / "x", *args)
         assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
         assert not (tmp_path / "x").exists()  # refused before anything is written
+
+
+def test_a_run_that_fails_before_writing_anything_leaves_no_folder(tmp_path, monkeypatch):
+    """A failure after the checks (here: the preparation itself) removes the output folder
+    the run created, as long as nothing was written into it; a folder that was there stays."""
+    from admin_fairseq import main_job
+    from admin_fairseq.recipes import RecipeError, prepare
+
+    def fails(*args, **kwargs):
+        raise RecipeError("the download failed")
+
+    monkeypatch.setattr(prepare, "prepare", fails)
+    settings = main_job.settings_from(main_job.parse_args(["--out", str(tmp_path / "new"), "--quick"]))
+    with pytest.raises(RecipeError, match="the download failed"):
+        main_job.run_main_job(settings, tmp_path / "new", log=lambda *_: None)
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "old").mkdir()
+    with pytest.raises(RecipeError):
+        main_job.run_main_job(settings, tmp_path / "old", log=lambda *_: None)
+    assert (tmp_path / "old").is_dir()

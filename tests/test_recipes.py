@@ -205,6 +205,19 @@ def test_dry_run_multi_node_goes_through_torchrun():
     assert "[train] node 1: ranks 8-15 (cuda:0-7)" in result.stdout
 
 
+def test_dry_run_checks_the_fairseq_flags_and_notes_missing_data(tmp_path):
+    base = ["--data", tmp_path / "not-yet", "--method", "admin", "--depth", "6-6", "--batch", "8x4096",
+            "--gpus", "8", "--dry-run"]  # fmt: skip
+    result = run_module("admin_fairseq.recipes.train", *base, "--", "--admin-int")
+    assert result.returncode == 2
+    assert "fairseq-train would refuse this command: unrecognized arguments: --admin-int" in result.stderr
+    assert "torchrun" not in result.stdout  # refused before any command is printed
+    result = run_module("admin_fairseq.recipes.train", *base)
+    assert result.returncode == 0, result.stderr
+    assert f"[train] note: data folder {tmp_path / 'not-yet'} does not exist" in result.stdout
+    assert "torchrun" in result.stdout.strip().splitlines()[-1]
+
+
 def test_multi_node_without_master_addr_is_refused():
     env = {k: v for k, v in os.environ.items() if k != "MASTER_ADDR"}
     result = run_module("admin_fairseq.recipes.train", "--data", "d", "--method", "admin", "--depth", "6-6",

@@ -131,7 +131,7 @@ def test_missing_files_and_flags_are_named(tmp_path):
     assert "--corpus text needs --train PREFIX" in err
     result = run_module("admin_fairseq.recipes.prepare", "--corpus", "bible-en-fr", "--out", tmp_path / "b",
                         "--train", "x")  # fmt: skip
-    assert result.returncode == 2 and "--train apply to --corpus text only" in result.stderr
+    assert result.returncode == 2 and "--train applies to --corpus text only" in result.stderr
 
 
 def test_a_test_set_that_overlaps_the_training_set_is_warned_about(tmp_path):

@@ -107,9 +107,8 @@ def clean_verse(text):
     return _SPACES.sub(" ", text).strip()
 
 
-def load_pairs(db_path, src, tgt):
-    """Return aligned ``(book, chapter, verse, src_text, tgt_text)`` tuples in Bible order,
-    skipping verses that are empty in either translation after cleaning."""
+def check_languages(src, tgt):
+    """Refuse a language the corpus does not have, before anything is downloaded."""
     for lang in (src, tgt):
         if lang not in TRANSLATIONS:
             raise ValueError(
@@ -117,6 +116,12 @@ def load_pairs(db_path, src, tgt):
             )
     if src == tgt:
         raise ValueError(f"source and target language are both {src!r}")
+
+
+def load_pairs(db_path, src, tgt):
+    """Return aligned ``(book, chapter, verse, src_text, tgt_text)`` tuples in Bible order,
+    skipping verses that are empty in either translation after cleaning."""
+    check_languages(src, tgt)
     query = """
         SELECT s.bNumber, s.cNumber, s.vNumber, s.vText, t.vText
         FROM bible s JOIN bible t
@@ -202,9 +207,11 @@ def prepare(out_dir, pair="en-fr", test_book=MARK, valid_size=500, train_size=No
 
 
 def parse_pair(pair):
+    """``(src, tgt)`` of ``SRC-TGT``, both languages the corpus has (checked before any download)."""
     parts = pair.split("-")
     if len(parts) != 2 or not all(parts):
         raise ValueError(f"--pair must look like SRC-TGT (e.g. en-fr); got {pair!r}")
+    check_languages(*parts)
     return parts[0], parts[1]
 
 

@@ -395,3 +395,28 @@ def check_disk(info, log=print):
             "averaging window, or --no-epoch-checkpoints)"
         )
     return {"parameters": params, "checkpoint_bytes": one, "kept": count, "free_bytes": free}
+
+
+def check_fairseq_flags(commands):
+    """Parse each command's fairseq-train flags (what follows ``--``) with fairseq's own
+    parser, the plugin loaded, so that a flag fairseq does not know (``--admin-int``, a flag
+    of another fairseq version) is refused before anything starts, with fairseq's reason."""
+    import contextlib
+    import io
+
+    from admin_fairseq import plugin
+
+    plugin.load()
+    from fairseq import options
+
+    for command in commands:
+        flags = command[command.index("--") + 1:]
+        err = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                options.parse_args_and_arch(options.get_training_parser(), flags)
+        except SystemExit:
+            lines = err.getvalue().strip().splitlines() or ["(no message)"]
+            reason = lines[-1].split("error: ", 1)[-1]
+            raise RecipeError(f"fairseq-train would refuse this command: {reason}; check the "
+                              "flags after -- (python -m admin_fairseq.recipes.train --help)") from None  # fmt: skip

@@ -506,7 +506,8 @@ def prepare(corpus, out_dir, raw_dir=None, offline=False, vocab_size=None, train
     out_dir = Path(out_dir)
     text = {k: v for k, v in (text or {}).items() if v}
     if text and corpus != "text":
-        raise RecipeError(f"--{' --'.join(sorted(text))} apply to --corpus text only")
+        verb = "applies" if len(text) == 1 else "apply"
+        raise RecipeError(f"--{' --'.join(sorted(text))} {verb} to --corpus text only")
     if corpus == "text":
         if train_size or valid_size or test_size or raw_dir or offline:
             raise RecipeError("--train-size/--valid-size/--test-size/--raw-dir/--offline do not "

@@ -32,7 +32,7 @@ from pathlib import Path
 from admin_fairseq import atomic
 from admin_fairseq.errors import UserError
 from admin_fairseq.recipes import RecipeError
-from admin_fairseq.recipes.plan import PRECISIONS, build, check_disk, rank_table
+from admin_fairseq.recipes.plan import PRECISIONS, build, check_disk, check_fairseq_flags, rank_table
 from admin_fairseq.recipes.published import METHODS, PUBLISHED_BATCHES, RECIPES, SIZES
 from admin_fairseq.recipes.prepare import check_prepared
 
@@ -179,7 +179,13 @@ def main(argv=None):
         if args.slurm or info["workers"] > 1:
             for line in rank_table(info):
                 print(f"[train] {line}")
+        if args.extra:  # the recipe's own flags are fairseq's (tested); the user's are parsed here
+            check_fairseq_flags(commands)
         if args.dry_run:
+            try:
+                check_prepared(args.data)
+            except RecipeError as err:  # a dry run may come before the data; say so
+                print(f"[train] note: {err}; the run itself stops there")
             for command in commands:
                 print(shlex.join(command))
             return 0
