@@ -13,6 +13,8 @@ an empty line. The defaults are fairseq-generate's (beam 5, length penalty 1, at
 model translates one batch per thread, ``--threads`` batches at a time (the fastest split
 for translating files on the CPUs measured in docs/deployment.md; ``--intra-threads`` gives
 each batch more threads). Progress goes to stderr when the input is long.
+
+From Python, :func:`load` gives the same model with a ``translate`` method.
 """
 
 import argparse
@@ -198,6 +200,44 @@ def load_model(args):
         return FairseqModel(path, args.beam, args.lenpen, args.max_len_a, args.max_len_b, args.threads,
                             args.data, args.spm)  # fmt: skip
     raise DeployError(f"--model {path} does not exist (a CTranslate2 folder or a checkpoint file)")
+
+
+class Translator:
+    """A trained model for translating from Python; made by :func:`load`."""
+
+    def __init__(self, model, batch_size):
+        self.model, self.batch_size = model, batch_size
+
+    def translate(self, sentences):
+        """The translation of one raw sentence (a ``str``), or of each of a list of them, in
+        order; an empty sentence gives an empty translation."""
+        if isinstance(sentences, str):
+            return self.translate([sentences])[0]
+        lines = list(sentences)
+        for k, line in enumerate(lines):
+            if not isinstance(line, str) or "\n" in line:
+                raise DeployError(f"sentence {k} is not one line of text: {line!r}")
+        return translate_lines(self.model, lines, self.batch_size)
+
+
+def load(model, *, data=None, spm=None, beam=5, lenpen=1.0, max_len_a=0.0, max_len_b=200,
+         batch_size=64, threads=0, compute_type="default", intra_threads=1):  # fmt: skip
+    """A :class:`Translator` for ``model``: a CTranslate2 folder (``python -m admin_fairseq.ct2``)
+    or a fairseq checkpoint (Admin, DeepNet, a baseline, an exported plain transformer; its
+    data folder and sentencepiece model are found as the translate command finds them, or
+    given as ``data`` and ``spm``). The options are the translate command's, with its
+    defaults (fairseq-generate's)::
+
+        from admin_fairseq.translate import load
+        model = load("outputs/main/runs/admin/checkpoint_last.pt", beam=4)
+        model.translate("In the beginning was the Word.")
+    """
+    options = argparse.Namespace(model=model, data=data, spm=spm, beam=beam, lenpen=lenpen,
+                                 max_len_a=max_len_a, max_len_b=max_len_b, threads=threads,
+                                 compute_type=compute_type, intra_threads=intra_threads)  # fmt: skip
+    if beam < 1 or batch_size < 1:
+        raise DeployError("beam and batch_size must be 1 or more")
+    return Translator(load_model(options), batch_size)
 
 
 def main(argv=None):

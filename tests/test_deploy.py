@@ -180,3 +180,26 @@ def test_refusals_name_the_problem_and_write_nothing(bible, trained, tmp_path, c
     (folder / "spm.model").unlink()
     status, err = _in_process(translate.main, ["--model", folder, "--input", tmp_path / "hello.txt"], capsys)
     assert status == 2 and "spm.model is missing from the model folder" in err
+
+
+@pytest.mark.slow
+def test_python_api_translates_as_the_command(bible, trained, tmp_path):
+    """admin_fairseq.translate.load: a checkpoint or a CTranslate2 folder from Python gives
+    the translate command's lines, for a list and for one string."""
+    from admin_fairseq import ct2
+    from admin_fairseq.translate import load
+
+    checkpoint = trained("vector omega")
+    source = (bible["raw"] / "test.en").read_text(encoding="utf-8").splitlines()[:12] + [""]
+    folder = tmp_path / "ct2"
+    ct2.convert(checkpoint, folder, log=lambda *_: None)
+    options = dict(beam=4, lenpen=1.0, max_len_a=0, max_len_b=80, batch_size=16, threads=2)  # as _translate
+    for model in (checkpoint, folder):
+        command = _translate(model, ("\n".join(source) + "\n").encode())
+        assert command.returncode == 0, command.stderr.decode()[-3000:]
+        expected = command.stdout.decode().splitlines()
+        translator = load(model, **options)
+        assert translator.translate(source) == expected and expected[-1] == ""
+        assert translator.translate(source[0]) == expected[0]
+    with pytest.raises(DeployError, match=r"sentence 1 is not one line of text: 'b\\nc'"):
+        translator.translate(["a", "b\nc"])

@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -94,3 +95,33 @@ def test_citation_file_names_this_version():
     assert citation["cff-version"] == "1.2.0" and citation["version"] == admin_fairseq.__version__
     assert citation["preferred-citation"]["year"] == 2020 and citation["license"] == "MIT"
     assert f"## {admin_fairseq.__version__}" in (REPO / "CHANGELOG.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_non_editable_install_prints_its_user_dir_and_fairseq_loads_it(tmp_path):
+    """After `pip install .` (no -e) the plugin is a folder in site-packages: `python -m
+    admin_fairseq --user-dir` prints that folder, and fairseq's own --user-dir import of it
+    registers the model."""
+    env = tmp_path / "user-env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True, timeout=300)
+    python = env / "bin" / "python"
+    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    (env / site.split(str(env) + "/", 1)[1] / "users-packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    build = tmp_path / "src"  # a copy: building in place would leave build/ in the repository
+    shutil.copytree(REPO / "admin_fairseq", build / "admin_fairseq", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("setup.py", "README.md"):
+        shutil.copy(REPO / name, build / name)
+    result = subprocess.run([python, "-m", "pip", "install", "--no-index", "--no-build-isolation", "--no-deps",
+                             "--no-cache-dir", str(build)], capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    printed = subprocess.run([python, "-m", "admin_fairseq", "--user-dir"], capture_output=True, text=True,
+                             cwd=tmp_path, check=True).stdout.strip()  # fmt: skip
+    assert printed == f"{site}/admin_fairseq", printed
+    loaded = subprocess.run([python, "-c", "import argparse; from fairseq import utils; "
+                             f"utils.import_user_module(argparse.Namespace(user_dir={printed!r})); "
+                             "from fairseq.models import ARCH_MODEL_REGISTRY as r; "
+                             "print('transformer_admin_tiny' in r, r['transformer_admin_tiny'].__module__)"],
+                            capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert loaded.stdout.startswith("True "), loaded.stdout

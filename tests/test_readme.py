@@ -36,10 +36,20 @@ def _run(block):
 
 
 def test_python_examples_run_and_print_what_they_say():
-    (admin_example,) = _code_blocks("python", PAGES[REPO / "docs" / "usage.md"])
+    translate_example, admin_example = _code_blocks("python", PAGES[REPO / "docs" / "usage.md"])
     (reinmax_example,) = _code_blocks("python", PAGES[REPO / "docs" / "reinmax.md"])
     assert _run(admin_example) == ["torch.Size([5, 32])", "2.6013"]
     assert _run(reinmax_example) == ["True torch.Size([8, 10])"]
+    # the translation example needs the main job's model; tests/test_deploy.py runs load()
+    # on a trained one. Here: it is Python, and every keyword the page names is load()'s.
+    compile(translate_example, "usage.md", "exec")
+    import inspect
+
+    from admin_fairseq.translate import load
+
+    section = PAGES[REPO / "docs" / "usage.md"].split("## From Python", 1)[1].split("\n## ", 1)[0]
+    named = re.findall(r"`(\w+)`", section.split("keywords", 1)[1].split(";", 1)[0])
+    assert named and set(named) <= set(inspect.signature(load).parameters), named
 
 
 def test_reinmax_table_is_the_scripts_output():
