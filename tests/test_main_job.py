@@ -43,6 +43,9 @@ def test_main_job_small_setting_end_to_end(tmp_path):
         assert math.isfinite(float(row["bleu"]))
         assert float(row["bleu"]) == pytest.approx(score(hyps, references)["bleu"])
         assert float(row["chrf"]) == pytest.approx(score(hyps, references)["chrf"])
+        events = out / "runs" / row["method"] / "tensorboard"  # TensorBoard logs by default
+        assert list((events / "train_inner").glob("events.out.tfevents.*"))
+        assert list((events / "valid").glob("events.out.tfevents.*"))
     assert (out / "loss_curves.png").read_bytes()[:4] == b"\x89PNG"
     record = json.loads((out / "main_job.json").read_text())
     assert record["settings"]["updates"] == 30 and record["seconds"]["total"] > 0

@@ -271,7 +271,8 @@ def build(args, env=None):
         "--activation-dropout", recipe["activation_dropout"],
         "--max-tokens", str(max_tokens), "--update-freq", str(freq), *stop,
         "--save-dir", str(save_dir), *keep,
-        "--log-format", "json", "--log-interval", str(args.log_interval), "--seed", str(seed),
+        "--log-format", "json", "--log-interval", str(args.log_interval),
+        "--tensorboard-logdir", str(save_dir / "tensorboard"), "--seed", str(seed),
         *precision_flags,
     ]  # fmt: skip
     if args.cpu:  # CPU_CHANGES, and nothing else
