@@ -135,6 +135,24 @@ def training_command(settings, method, data, run_dir):
     return plan.build(args)
 
 
+def _short(prefix):
+    """A user's file prefix as a plot title shows it: its folder and name (``corpus/train``)."""
+    return "/".join(Path(prefix).parts[-2:])
+
+
+def corpus_name(data):
+    """What a prepared folder holds, as the user would name it: the corpus (``wmt17-en-de``,
+    ``bible-en-fr``) or, for the user's own files, their prefix; the folder's name otherwise."""
+    try:
+        settings = json.loads((Path(data) / "prepare.json").read_text())  # the preparation's settings
+        settings.get("corpus")
+    except (OSError, ValueError, AttributeError):
+        return Path(data).name
+    if settings.get("corpus") == "text" and settings.get("train"):
+        return _short(settings["train"])
+    return settings.get("corpus") or Path(data).name
+
+
 def run_main_job(settings, out, log=print):
     out = Path(out)
     methods = [m.strip() for m in settings["methods"].split(",") if m.strip()]
@@ -187,11 +205,11 @@ def _run(settings, out, methods, width, log):
     if settings.get("data"):
         data = Path(settings["data"])
         src, tgt = prepare_step.check_prepared(data)
-        corpus = f"{data.name} ({src}-{tgt})"
+        corpus = f"{corpus_name(data)} ({src}-{tgt})"
         log(f"[main] step 1/3: the prepared corpus in {data} ({src}-{tgt}); its test set is translated")
     elif settings.get("text"):
         data, text = out / "data", settings["text"]
-        corpus = f"{Path(text['train']).name} ({text['src']}-{text['tgt']})"
+        corpus = f"{_short(text['train'])} ({text['src']}-{text['tgt']})"
         log(f"[main] step 1/3: preparing your corpus {text['train']}.{{{text['src']},{text['tgt']}}}")
         prepare_step.prepare("text", data, vocab_size=settings["vocab_size"], text=text,
                              log=lambda msg: log(f"  {msg}"))  # fmt: skip

@@ -157,3 +157,17 @@ def test_a_run_that_fails_before_writing_anything_leaves_no_folder(tmp_path, mon
     with pytest.raises(RecipeError):
         main_job.run_main_job(settings, tmp_path / "old", log=lambda *_: None)
     assert (tmp_path / "old").is_dir()
+
+
+def test_the_plot_title_names_the_corpus_as_the_user_would(bible_recipe_data, tmp_path):
+    from admin_fairseq.main_job import corpus_name
+
+    renamed = tmp_path / "outputs-data"
+    renamed.mkdir()
+    (renamed / "prepare.json").write_bytes((bible_recipe_data / "prepare.json").read_bytes())
+    assert corpus_name(renamed) == "bible-en-fr"  # not the folder's own name
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "prepare.json").write_text('{"corpus": "text", "train": "/home/me/corpus/train", "src": "de"}')
+    assert corpus_name(folder) == "corpus/train"  # the user's prefix, not "train"
+    assert corpus_name(tmp_path / "no-record") == "no-record"

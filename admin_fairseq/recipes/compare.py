@@ -27,11 +27,12 @@ from admin_fairseq import atomic, fairseq_log
 from admin_fairseq.recipes import RecipeError
 from admin_fairseq.errors import UserError
 
-DIVERGED_RISE = 1.0  # nats
+#: fairseq logs its losses in bits per token (its criterions divide by ln 2); so are these
+DIVERGED_RISE = 1.0  # bits
 #: a run is ``stalled`` when over the second half of its updates its validation loss fell by
 #: less than STALL_GAIN while another run of the comparison fell by more than PEER_GAIN over
 #: its second half, and its best validation loss ends more than STALL_GAP above the best run's
-STALL_GAIN, PEER_GAIN, STALL_GAP = 0.25, 0.5, 1.0  # nats
+STALL_GAIN, PEER_GAIN, STALL_GAP = 0.25, 0.5, 1.0  # bits
 _BLOWUP = ("FloatingPointError", "Minimum loss scale reached", "loss is nan", "NaN or Inf")
 
 
@@ -216,7 +217,7 @@ def plot(runs, path, title=None):
         ax.set_title(name)
         ax.set_xlabel("updates")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("loss (nats per token, label-smoothed)")
+    axes[0].set_ylabel("loss (bits per token, label-smoothed)")
     axes[1].legend(fontsize=8)
     if title:
         fig.suptitle(title)
