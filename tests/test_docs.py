@@ -122,3 +122,24 @@ def test_the_omega_fp16_table_is_the_scripts_output_and_in_the_docs():
     table = omega_fp16.markdown(omega_fp16.rows()).strip()
     assert (REPO / "results" / "omega_fp16" / "table.md").read_text().strip() == table
     assert table in (REPO / "docs" / "cluster.md").read_text()
+
+
+def test_preset_sizes_count_what_a_built_model_holds():
+    """The meta-device count of the preset-size script equals the parameters of the model
+    built for real."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import preset_sizes
+
+    assert preset_sizes.parameters("transformer_admin_tiny", 1000) == \
+        preset_sizes.parameters("transformer_admin_tiny", 1000, device="cpu")  # fmt: skip
+    assert preset_sizes.parameters("transformer_admin_tiny", 1000)[1:] == (2, 2, 64)
+
+
+@pytest.mark.slow
+def test_the_preset_size_table_is_the_scripts_output_and_in_the_docs():
+    sys.path.insert(0, str(REPO / "scripts"))
+    import preset_sizes
+
+    table = preset_sizes.markdown(preset_sizes.rows(32000), 32000)
+    assert (REPO / "results" / "preset_sizes" / "table.md").read_text() == table
+    assert table in (REPO / "docs" / "performance.md").read_text()
