@@ -1,7 +1,9 @@
 """The recipes' Python side: data preparation, training commands, evaluation, comparison.
 
-Each module is a command-line tool (``python -m admin_fairseq.recipes.<name> --help``); the
-shell scripts under ``recipes/`` chain them. The same code runs the WMT recipes on GPU
+The steps are command-line tools (``python -m admin_fairseq.recipes.<step> --help`` for
+prepare, train, evaluate, compare); the shell scripts under ``recipes/`` chain them. The train
+step's tables of published settings are in ``published``, its arithmetic, topology and
+command building in ``plan``. The same code runs the WMT recipes on GPU
 clusters and the tiny Bible runs on a CPU (tests and the main job).
 """
 
