@@ -147,8 +147,9 @@ def corpus_name(data):
         if (Path(data) / "pipeline.json").exists():  # the Bible's own preparation record
             return "bible-" + json.loads((Path(data) / "pipeline.json").read_text())["pair"]
         settings = json.loads((Path(data) / "prepare.json").read_text())  # the preparation's settings
-        settings.get("corpus")
-    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError):
+        return Path(data).name
+    if not isinstance(settings, dict):
         return Path(data).name
     if settings.get("corpus") == "text" and settings.get("train"):
         return _short(settings["train"])
@@ -170,13 +171,8 @@ def run_main_job(settings, out, log=print):
         prepare_step.check_prepared(settings["data"])
     if settings.get("text"):  # the user's files are there, before anything is written
         text = settings["text"]
-        if not text.get("train"):
-            raise RecipeError("--corpus text needs --train PREFIX (the files PREFIX.SRC and PREFIX.TGT)")
-        text_corpus.check_language("--src", text.get("src"))
-        text_corpus.check_language("--tgt", text.get("tgt"))
-        for prefix in (text["train"], text.get("valid"), text.get("test")):
-            for lang in (text["src"], text["tgt"]) if prefix else ():
-                text_corpus.side_path(prefix, lang)
+        text_corpus.check_inputs(text.get("src"), text.get("tgt"), text.get("train"), text.get("valid"),
+                                 text.get("test"))  # fmt: skip
     if not settings.get("data") and not settings.get("text"):
         bible.parse_pair(settings["pair"])
     created = not out.exists()

@@ -14,7 +14,7 @@ from admin_fairseq.evaluation import score
 from admin_fairseq.translate import read_lines, translate_lines
 
 import shared_runs
-from conftest import USER_DIR, run_cli
+from conftest import USER_DIR, run_cli, run_module
 
 MODELS = list(shared_runs.MODELS)  # the recipes' and the main job's embeddings: shared, sinusoidal positions
 DECODING = ["--beam", "4", "--lenpen", "1", "--max-len-a", "0", "--max-len-b", "80"]  # no batch-dependent limit
@@ -112,27 +112,21 @@ def test_ctranslate2_translates_as_fairseq_generate(bible, trained, tmp_path, ca
     assert abs(bleu["int8"] - bleu["float32"]) <= 1.0  # the stated int8 distance (docs/deployment.md)
 
 
-def _in_process(main, argv, capsys):
+def _in_process(module, argv):
     """A command's main() run here (one fairseq import for all the refusals): its exit
     status and what it printed on stderr."""
-    capsys.readouterr()
-    try:
-        status = main([str(a) for a in argv])
-    except SystemExit as exit_:  # argparse's own refusals
-        status = exit_.code
-    return status, capsys.readouterr().err
+    result = run_module(module, *argv)
+    return result.returncode, result.stderr
 
 
 @pytest.mark.slow
-def test_refusals_name_the_problem_and_write_nothing(bible, trained, tmp_path, capsys):
+def test_refusals_name_the_problem_and_write_nothing(bible, trained, tmp_path):
     import torch
-
-    from admin_fairseq import ct2, translate
 
     checkpoint = trained("scalar omega")
 
     def convert(source, *extra):
-        return _in_process(ct2.main, ["--checkpoint", source, "--out", tmp_path / "out", *extra], capsys)
+        return _in_process("admin_fairseq.ct2", ["--checkpoint", source, "--out", tmp_path / "out", *extra])
 
     status, err = convert(checkpoint, "--data", tmp_path)
     assert status == 2 and f"no dictionary (dict.*.txt) in {tmp_path};" in err
@@ -159,26 +153,26 @@ def test_refusals_name_the_problem_and_write_nothing(bible, trained, tmp_path, c
 
     folder = tmp_path / "ct2"
     assert _convert(checkpoint, folder).returncode == 0  # the command itself, as a user runs it
-    status, err = _in_process(ct2.main, ["--checkpoint", checkpoint, "--out", folder], capsys)
+    status, err = _in_process("admin_fairseq.ct2", ["--checkpoint", checkpoint, "--out", folder])
     assert status == 2 and "exists; choose another --out or pass --force" in err
 
     (tmp_path / "hello.txt").write_text("hello\n")
     (tmp_path / "ckpt").mkdir()  # a training folder, not a converted model
     (tmp_path / "ckpt" / "checkpoint_last.pt").write_bytes(checkpoint.read_bytes())
-    status, err = _in_process(translate.main, ["--model", tmp_path / "ckpt", "--input", tmp_path / "hello.txt"],
-                              capsys)  # fmt: skip
+    status, err = _in_process("admin_fairseq.translate",
+                              ["--model", tmp_path / "ckpt", "--input", tmp_path / "hello.txt"])  # fmt: skip
     assert status == 2 and "is not a CTranslate2 model folder" in err
-    status, err = _in_process(translate.main, ["--model", folder, "--input", tmp_path / "hello.txt",
-                                               "--threads", "2", "--intra-threads", "3"], capsys)  # fmt: skip
+    status, err = _in_process("admin_fairseq.translate", ["--model", folder, "--input", tmp_path / "hello.txt",
+                                               "--threads", "2", "--intra-threads", "3"])  # fmt: skip
     assert status == 2 and "--intra-threads 3 must be between 1 and --threads (2)" in err
-    status, err = _in_process(translate.main, ["--model", checkpoint, "--input", tmp_path / "hello.txt",
-                                               "--intra-threads", "2"], capsys)  # fmt: skip
+    status, err = _in_process("admin_fairseq.translate", ["--model", checkpoint, "--input", tmp_path / "hello.txt",
+                                               "--intra-threads", "2"])  # fmt: skip
     assert status == 2 and "--intra-threads applies to CTranslate2 model folders" in err
     result = _translate(folder, b"good\nbad \xff\xfe line\n")  # the command, on stdin
     assert result.returncode == 2 and b"<stdin> line 2 is not UTF-8" in result.stderr
     assert result.stdout == b""  # nothing translated, nothing printed
     (folder / "spm.model").unlink()
-    status, err = _in_process(translate.main, ["--model", folder, "--input", tmp_path / "hello.txt"], capsys)
+    status, err = _in_process("admin_fairseq.translate", ["--model", folder, "--input", tmp_path / "hello.txt"])
     assert status == 2 and "spm.model is missing from the model folder" in err
 
 

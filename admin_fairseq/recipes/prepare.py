@@ -388,12 +388,7 @@ def prepare_text(out_dir, src, tgt, train, valid=None, test=None, vocab_size=Non
 
     Everything is read and checked before anything is written to ``out_dir``."""
     tc = text_corpus
-    tc.check_language("--src", src)
-    tc.check_language("--tgt", tgt)
-    if src == tgt:
-        raise RecipeError(f"--src and --tgt are both {src!r}; give the two languages of the pair")
-    if not train:
-        raise RecipeError("--corpus text needs --train PREFIX (the files PREFIX.SRC and PREFIX.TGT)")
+    tc.check_inputs(src, tgt, train, valid, test)
     vocab_size = vocab_size or 8000
     log(f"[1/3] reading {train}.{{{src},{tgt}}}")
     pairs, inputs, _ = tc.read_pair(train, src, tgt, log)

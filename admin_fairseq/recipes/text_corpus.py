@@ -46,6 +46,20 @@ def side_path(prefix, lang):
     raise RecipeError(f"neither {plain} nor {packed} exists")
 
 
+def check_inputs(src, tgt, train, valid=None, test=None):
+    """The cheap checks of ``--corpus text``, before anything is read or written: two
+    different language codes, a training prefix, and both files of every prefix given."""
+    check_language("--src", src)
+    check_language("--tgt", tgt)
+    if src == tgt:
+        raise RecipeError(f"--src and --tgt are both {src!r}; give the two languages of the pair")
+    if not train:
+        raise RecipeError("--corpus text needs --train PREFIX (the files PREFIX.SRC and PREFIX.TGT)")
+    for prefix in (train, valid, test):
+        for lang in (src, tgt) if prefix else ():
+            side_path(prefix, lang)
+
+
 def read_lines(path):
     """Every line of ``path`` (gzip if its name ends in .gz) as text, without its line end
     (``\\n`` or ``\\r\\n``). A line that is not UTF-8 is an error naming the line and bytes."""
