@@ -12,7 +12,8 @@ floating-point or minimum-loss-scale error, or its last training loss is more th
 ``DIVERGED_RISE`` above its lowest (the loss went back up); ``failed`` when it exited non-zero
 for another reason; ``running`` while its ``run.json`` says so; ``stalled`` (see
 :func:`stalled_runs`) when it trained without error but its validation loss stopped
-improving far above the others'.
+improving at a level the data give without any learning (:func:`frequency_loss`: a model that
+predicts target tokens by their training frequency), or far above a run that kept improving.
 """
 
 import argparse
@@ -23,16 +24,21 @@ import statistics
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from admin_fairseq import atomic, fairseq_log
+from admin_fairseq.launch import flag_value
 from admin_fairseq.recipes import RecipeError
 from admin_fairseq.errors import UserError
 
 #: fairseq logs its losses in bits per token (its criterions divide by ln 2); so are these
 DIVERGED_RISE = 1.0  # bits
 #: a run is ``stalled`` when over the second half of its updates its validation loss fell by
-#: less than STALL_GAIN while another run of the comparison fell by more than PEER_GAIN over
-#: its second half, and its best validation loss ends more than STALL_GAP above the best run's
-STALL_GAIN, PEER_GAIN, STALL_GAP = 0.25, 0.5, 1.0  # bits
+#: less than STALL_GAIN, and either its best validation loss is less than BASELINE_MARGIN
+#: below the frequency baseline (:func:`frequency_loss`), or another run of the comparison
+#: fell by more than PEER_GAIN over its second half and the run's best validation loss ends
+#: more than STALL_GAP above the best run's
+STALL_GAIN, BASELINE_MARGIN, PEER_GAIN, STALL_GAP = 0.25, 0.5, 0.5, 1.0  # bits
 _BLOWUP = ("FloatingPointError", "Minimum loss scale reached", "loss is nan", "NaN or Inf")
 
 
@@ -77,24 +83,104 @@ def second_half_gain(curve):
     return tail[0] - min(tail) if len(tail) >= 2 else None
 
 
-def stalled_runs(curves):
-    """The names in ``curves`` (name -> [(update, valid loss)]) that stalled (see
-    STALL_GAIN, PEER_GAIN and STALL_GAP): stopped improving while another run improved,
-    far above the best run. A comparison of one run never says stalled."""
+def stalled_runs(curves, baseline=None):
+    """The names in ``curves`` (name -> [(update, valid loss)]) that stalled: their validation
+    loss fell by less than STALL_GAIN over their second half, and they ended either less than
+    BASELINE_MARGIN below ``baseline`` (the frequency baseline in the same unit, or a dict of
+    one per name; None: unknown), or more than STALL_GAP above the best run while another
+    run fell by more than PEER_GAIN over its second half. A run with fewer than two
+    validations in its second half is never called stalled."""
     gains = {name: second_half_gain(curve) for name, curve in curves.items()}
     best = {name: min((x for _, x in curve if math.isfinite(x)), default=math.inf)
             for name, curve in curves.items()}  # fmt: skip
     overall = min(best.values(), default=math.inf)
     stalled = set()
     for name, gain in gains.items():
-        if gain is None or gain >= STALL_GAIN or best[name] - overall <= STALL_GAP:
+        if gain is None or gain >= STALL_GAIN:
             continue
-        if any(other != name and g is not None and g > PEER_GAIN for other, g in gains.items()):
+        floor = baseline.get(name) if isinstance(baseline, dict) else baseline
+        if floor is not None and best[name] > floor - BASELINE_MARGIN:
+            stalled.add(name)  # no better than what the training data give without learning
+        elif best[name] - overall > STALL_GAP and any(
+                other != name and g is not None and g > PEER_GAIN for other, g in gains.items()):
             stalled.add(name)
     return stalled
 
 
-def summarize(run_dir, subset="test"):
+_DTYPES = {1: np.uint8, 2: np.int8, 3: np.int16, 4: np.int32, 5: np.int64, 8: np.uint16, 9: np.uint32,
+           10: np.uint64}  # fmt: skip
+
+
+def _token_counts(prefix, size):
+    """Counts of every token id (``size`` of them) in fairseq's binarized file ``prefix``.bin
+    (its ``mmap`` format, fairseq-preprocess's default; end-of-sentence included). None
+    when the files are missing or in another format."""
+    idx, bin_ = Path(f"{prefix}.idx"), Path(f"{prefix}.bin")
+    if not (idx.is_file() and bin_.is_file()):
+        return None
+    with open(idx, "rb") as f:
+        head = f.read(18)
+    if len(head) < 18 or head[:9] != b"MMIDIDX\x00\x00" or head[17] not in _DTYPES:
+        return None
+    tokens = np.memmap(bin_, dtype=_DTYPES[head[17]], mode="r")
+    return np.bincount(tokens, minlength=size)[:size].astype(np.float64) if tokens.size else None
+
+
+def frequency_loss(bin_dir, src, tgt, label_smoothing=0.0, subset="valid"):
+    """The ``subset`` loss, in bits per token as fairseq logs it, of a model that ignores the
+    source and gives every target token its frequency in the training data (add-one smoothed
+    over the dictionary, then mixed with the uniform distribution by ``label_smoothing``, the
+    best such model under label smoothing), scored with fairseq's label-smoothed loss. A
+    translation model whose validation loss stays at this level has learnt nothing from the
+    source. None when ``bin_dir`` lacks the binarized files (fairseq-preprocess's layout)."""
+    bin_dir = Path(bin_dir)
+    dict_path = bin_dir / f"dict.{tgt}.txt"
+    if not dict_path.is_file():
+        return None
+    with open(dict_path, encoding="utf-8", errors="replace") as f:
+        size = 4 + sum(1 for line in f if line.strip())  # <s>, <pad>, </s>, <unk> come first
+    counts = {}
+    for split in ("train", subset):
+        for pair in (f"{src}-{tgt}", f"{tgt}-{src}"):
+            found = _token_counts(bin_dir / f"{split}.{pair}.{tgt}", size)
+            if found is not None:
+                counts[split] = found
+                break
+    if len(counts) < 2 or not counts[subset].sum():
+        return None
+    eps = float(label_smoothing)
+    train = counts["train"]
+    q = (1 - eps) * (train + 1) / (train.sum() + size) + eps / size
+    nll = float(counts[subset] @ -np.log(q)) / counts[subset].sum()
+    eps_i = eps / (size - 1)  # fairseq's label_smoothed_nll_loss
+    loss = (1 - eps - eps_i) * nll + eps_i * float(-np.log(q).sum())
+    return loss / math.log(2)
+
+
+def baseline_inputs(info):
+    """``(bin_dir, src, tgt, label_smoothing)`` of a run (its ``run.json``), the arguments of
+    :func:`frequency_loss`; None when they cannot be told."""
+    flags = info.get("fairseq_flags") or []
+    if not flags or flags[0].startswith("-"):
+        return None
+    bin_dir = Path(flags[0].split(":")[0])
+    src = flag_value(flags, "--source-lang", flag_value(flags, "-s"))
+    tgt = flag_value(flags, "--target-lang", flag_value(flags, "-t"))
+    if not (src and tgt):
+        pairs = {p.name.split(".")[1] for p in bin_dir.glob("train.*-*.*.idx")}
+        if len(pairs) != 1:
+            return None
+        src, tgt = pairs.pop().split("-", 1)
+    eps = 0.0
+    if flag_value(flags, "--criterion") == "label_smoothed_cross_entropy":
+        eps = float(flag_value(flags, "--label-smoothing", 0.0))
+    return str(bin_dir), src, tgt, eps
+
+
+def summarize(run_dir, subset="test", baselines=None):
+    """``(row, log)`` of one run folder: its table row and its curves (:func:`read_log`).
+    ``baselines`` caches :func:`frequency_loss` by its arguments across the runs of one
+    comparison."""
     run_dir = Path(run_dir)
     info_path = run_dir / "run.json"
     if not info_path.exists():
@@ -121,8 +207,14 @@ def summarize(run_dir, subset="test"):
         "updates": updates, "best_valid_loss": min(finite_valid) if finite_valid else None,
         "last_train_loss": train_losses[-1] if train_losses else None, "status": status,
         "bleu": None, "chrf": None, "tokenized_bleu": None, "bleu_signature": "",
-        "seed": info.get("seed"), "text_form": None,
+        "seed": info.get("seed"), "text_form": None, "frequency_loss": None,
     }  # fmt: skip
+    inputs = baseline_inputs(info)
+    if inputs is not None:
+        baselines = {} if baselines is None else baselines
+        if inputs not in baselines:
+            baselines[inputs] = frequency_loss(*inputs)
+        row["frequency_loss"] = baselines[inputs]
     eval_path = run_dir / "eval" / f"{subset}.json"
     if eval_path.exists():
         scores = json.loads(eval_path.read_text())
@@ -163,6 +255,13 @@ def markdown_table(rows):
                      "not comparable with sacreBLEU.")  # fmt: skip
     if len(signatures) > 1:
         lines += [f"- signature: `{s}`" for s in signatures]
+    floors = sorted({round(r["frequency_loss"], 3) for r in rows if r["frequency_loss"] is not None})
+    if floors:
+        lines += ["", "Losses in bits per token (base 2, as fairseq logs them). Frequency baseline: a model "
+                  "that ignores the source and gives each target token its training frequency has "
+                  "validation loss " + " / ".join(f"{x:.3f}" for x in floors) + " (`frequency_loss` in "
+                  f"comparison.csv). A run whose validation loss stops falling less than {BASELINE_MARGIN} "
+                  "below it is `stalled`."]  # fmt: skip
     seeds = seed_table(rows)
     if seeds:
         lines += ["", seeds.rstrip("\n")]
@@ -217,21 +316,26 @@ def plot(runs, path, title=None):
         ax.set_title(name)
         ax.set_xlabel("updates")
         ax.grid(alpha=0.3)
+    floors = {row["frequency_loss"] for row, _ in runs if row["frequency_loss"] is not None}
+    if len(floors) == 1:
+        axes[1].axhline(floors.pop(), color="grey", linestyle="--", linewidth=1,
+                        label="frequency baseline (no learning)")
     axes[0].set_ylabel("loss (bits per token, label-smoothed)")
     axes[1].legend(fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
 
 
 def compare(run_dirs, out_dir, subset="test", title=None, log=print):
     if not run_dirs:
         raise RecipeError("no run folders given")
-    runs = [summarize(d, subset) for d in run_dirs]
+    baselines = {}
+    runs = [summarize(d, subset, baselines) for d in run_dirs]
     finished = {i: log["valid"] for i, (row, log) in enumerate(runs) if row["status"] == "ok"}
-    for i in stalled_runs(finished):
+    for i in stalled_runs(finished, {i: runs[i][0]["frequency_loss"] for i in finished}):
         runs[i][0]["status"] = "stalled"
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -242,7 +346,8 @@ def compare(run_dirs, out_dir, subset="test", title=None, log=print):
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    plot(runs, out_dir / "loss_curves.png", title)
+    with atomic.replacing(out_dir / "loss_curves.png") as tmp:
+        plot(runs, tmp, title)
     log(table)
     log(f"wrote {out_dir / 'comparison.md'}, {out_dir / 'comparison.csv'}, {out_dir / 'loss_curves.png'}")
     return rows
