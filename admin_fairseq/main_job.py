@@ -110,7 +110,7 @@ def settings_from(args):
 
 def training_command(settings, method, data, run_dir):
     """The recipe's train step for one method, with the main job's settings replacing the
-    recipe's (each flag once): ``(commands, info)`` of :func:`plan.build`."""
+    recipe's (each flag once): ``(commands, record)`` of :func:`plan.build`."""
     width = int(settings["width"])
     size_flags = []
     if width != 128:
@@ -237,12 +237,12 @@ def _run(settings, out, methods, width, log):
         tag = f"[run {k} of {n}: {method} {settings['depth']}]"
         run_dir = runs_dir / method
         say(f"[main] step 2/3 {tag} training")
-        commands, info = training_command(settings, method, data, run_dir)
-        if train_step.finished_before(info):
+        commands, record = training_command(settings, method, data, run_dir)
+        if train_step.finished_before(record):
             say(f"[main] {tag} already trained with these settings; kept")
         else:
             t0 = time.time()
-            code = train_step.run(commands, info, on_line=Progress(tag, settings["updates"], say),
+            code = train_step.run(commands, record, on_line=Progress(tag, settings["updates"], say),
                                   env_extra=env_extra)  # fmt: skip
             timings[f"train {method}"] = round(time.time() - t0, 1)
             if code != 0:

@@ -4,8 +4,10 @@
         > results/main_job_seeds/summary.md
 
 Reads each folder's ``comparison.csv`` and ``main_job.json`` (for its seed) and prints, per
-method (by default every method that all the folders have), the best validation loss,
-sacreBLEU and chrF of every seed and their mean.
+method (by default every method that all the seeds have), the best validation loss,
+sacreBLEU and chrF of every seed and their mean. Folders of the same seed are read as one
+(the default run and a run of one more method with the same settings, for example); a
+method found twice for one seed is an error.
 """
 
 import argparse
@@ -22,8 +24,21 @@ def load(folder):
         return seed, {row["method"]: row for row in csv.DictReader(f)}
 
 
+def by_seed(folders):
+    """``[(seed, {method: row})]`` in seed order, the folders of one seed merged."""
+    merged = {}
+    for folder in folders:
+        seed, rows = load(folder)
+        both = sorted(set(rows) & set(merged.get(seed, {})))
+        if both:
+            raise SystemExit(f"seed_table: error: seed {seed} has {', '.join(both)} in more than one folder "
+                             f"(the second: {folder})")  # fmt: skip
+        merged.setdefault(seed, {}).update(rows)
+    return sorted(merged.items())
+
+
 def table(folders, methods):
-    runs = sorted(load(f) for f in folders)
+    runs = by_seed(folders)
     seeds = [seed for seed, _ in runs]
     head = ["method", "metric"] + [f"seed {s}" for s in seeds] + ["mean"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -44,7 +59,7 @@ def main(argv=None):
     if args.methods:
         methods = args.methods.split(",")
     else:
-        runs = [load(f)[1] for f in args.folders]
+        runs = [rows for _, rows in by_seed(args.folders)]
         methods = [m for m in runs[0] if all(m in rows for rows in runs)]
     print(table(args.folders, methods), end="")
 

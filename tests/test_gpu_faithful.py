@@ -68,7 +68,7 @@ def assert_only_allowed_changes(gpu, cpu):
     """``gpu`` and ``cpu`` are ``(commands, info)``: the same commands but for ALLOWED."""
     (gpu_commands, gpu_info), (cpu_commands, cpu_info) = gpu, cpu
     assert len(gpu_commands) == len(cpu_commands)
-    fp16 = {tuple(g) for g in plan._flag_groups(published.RECIPES[gpu_info["recipe"]]["fp16"])}
+    fp16 = {tuple(g) for g in plan._flag_groups(published.RECIPES[gpu_info.recipe]["fp16"])}
     for g_cmd, c_cmd in zip(gpu_commands, cpu_commands):
         launcher = g_cmd[:g_cmd.index("--") + 1]
         assert c_cmd[:c_cmd.index("--") + 1] == launcher  # same launcher, same worker count
@@ -77,13 +77,13 @@ def assert_only_allowed_changes(gpu, cpu):
         added = [g for g in c_groups if g not in g_groups]
         assert set(removed) == fp16, f"removed: {removed}"  # "fp32"
         expected = [("--cpu",)]
-        if gpu_info["workers"] > 1:  # "gloo" (a profiling run derived from it keeps its flags)
+        if gpu_info.workers > 1:  # "gloo" (a profiling run derived from it keeps its flags)
             expected += [tuple(g) for g in plan._flag_groups(plan.CPU_DISTRIBUTED)]
         assert added == expected, f"added: {added}"
         kept = [g for g in g_groups if g not in fp16]
         assert [g for g in c_groups if g in kept] == kept  # everything else, in the same order
     same = ("workers", "update_freq", "max_tokens", "recipe", "arch", "seed", "avg_epochs")
-    assert {k: cpu_info[k] for k in same} == {k: gpu_info[k] for k in same}
+    assert {k: getattr(cpu_info, k) for k in same} == {k: getattr(gpu_info, k) for k in same}
 
 
 def test_cpu_changes_are_the_named_ones():

@@ -43,7 +43,7 @@ def test_iwslt_recipe_radam_fp16_vector_admin_trains_evaluates_and_converts(bibl
     run = tmp_path / "run"
     commands, info, log = train_gpu_command(bible_recipe_data, run, "admin", "1x4096",
                                             extra=["--fp16-init-scale", str(2**20)])  # fmt: skip
-    assert info["arch"] == "transformer_admin_iwslt_de_en" and "--fp16" in commands[-1]
+    assert info.arch == "transformer_admin_iwslt_de_en" and "--fp16" in commands[-1]
     assert re.search(r"gradient overflow detected.*loss scale to: 524288", log), log[-3000:]
     assert saved_state(run)["optimizer_history"][-1]["num_updates"] >= 5
     omega = saved_state(run)["model"]["encoder.layers.0.self_attn_residual.omega"]

@@ -188,7 +188,7 @@ def test_train_step_uses_the_published_iwslt_settings():
         assert cmd[cmd.index(flag) + 1] == value, flag
     assert "--fp16" in cmd and "--share-all-embeddings" in cmd
     assert "--admin-profile-to" in commands[0]  # one profiling run first, as Transformer-Clinic
-    assert info["avg_epochs"] == "81-90" and info["size"] == "iwslt"
+    assert info.avg_epochs == "81-90" and info.size == "iwslt"
     from fairseq.models import ARCH_MODEL_REGISTRY  # noqa: F401
 
     from admin_fairseq import plugin

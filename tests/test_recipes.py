@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from admin_fairseq.recipes import RecipeError, compare, evaluate, plan, prepare, published, train
+from admin_fairseq.recipes.record import RunRecord
 from admin_fairseq.checkpoints import read as read_checkpoint
 from conftest import REPO, run_module
 
@@ -156,7 +157,7 @@ def test_build_uses_the_published_recipe(method, depth, batch):
 def test_published_update_freq_on_the_published_gpu_counts():
     for batch, gpus in (("8x4096", 8), ("128x4096", 8), ("80x8000", 8), ("256x5000", 16)):
         _, info = _build(batch=batch, gpus=gpus)
-        assert str(info["update_freq"]) == PUBLISHED_UPDATE_FREQ[batch], batch
+        assert str(info.update_freq) == PUBLISHED_UPDATE_FREQ[batch], batch
 
 
 @pytest.mark.parametrize("gpus", [1, 2, 8])
@@ -173,7 +174,7 @@ def test_world_size_is_always_explicit(gpus):
 def test_avg_epochs_sets_the_stop_and_the_kept_epochs():
     (cmd,), info = _build(avg_epochs="31-45")
     assert (_flag(cmd, "--max-epoch"), _flag(cmd, "--keep-last-epochs")) == ("45", "15")
-    assert info["avg_epochs"] == "31-45"
+    assert info.avg_epochs == "31-45"
     with pytest.raises(RecipeError, match="--avg-epochs needs 1 <= FIRST <= LAST"):
         _build(avg_epochs="45-36")
 
@@ -555,10 +556,12 @@ def test_evaluation_averages_the_published_window_not_the_last_on_disk(tmp_path)
 def _fake_run(root, name, method, losses, exit_code=0, extra_log="", valid=None, flags=None):
     run = root / name
     run.mkdir(parents=True)
-    (run / "run.json").write_text(json.dumps({"method": method, "encoder_layers": 18,
-                                              "decoder_layers": 18, "batch": "8x4096",
-                                              "status": "finished", "exit_code": exit_code,
-                                              "fairseq_flags": flags or []}))  # fmt: skip
+    RunRecord(method=method, encoder_layers=18, decoder_layers=18, batch="8x4096", recipe="huge",
+              size="base", arch="transformer_admin", workers=8, nodes=1, node_rank=0, per_node=8,
+              cpu=False, precision="recipe", max_tokens=4096, update_freq=1, arithmetic="",
+              avg_epochs="36-45", data="data", save_dir=str(run), seed=1, fairseq_flags=flags or [],
+              command="", status="finished" if exit_code == 0 else f"failed (exit {exit_code})",
+              exit_code=exit_code).write()  # fmt: skip
     lines = [f'2026 | INFO | train_inner | {{"loss": "{loss}", "num_updates": "{10 * (i + 1)}"}}'
              for i, loss in enumerate(losses)]  # fmt: skip
     for update, loss in valid or [(10 * len(losses), losses[-1])]:
@@ -697,10 +700,13 @@ def test_compare_finds_the_baseline_of_a_runs_data(tmp_path, bible):
     baseline = compare.frequency_loss(bible["bin"], "en", "fr", 0.1)
     flags = [str(bible["bin"]), "--arch", "transformer_admin", "--criterion", "label_smoothed_cross_entropy",
              "--label-smoothing", "0.1"]  # fmt: skip
-    assert compare.baseline_inputs({"fairseq_flags": flags}) == (str(bible["bin"]), "en", "fr", 0.1)
-    assert compare.baseline_inputs({"fairseq_flags": flags + ["-s", "fr", "-t", "en"]})[1:3] == ("fr", "en")
     near = [(10, baseline + 1), (20, baseline - 0.1), (30, baseline - 0.15), (40, baseline - 0.2)]
     run = _fake_run(tmp_path, "a", "post-ln", [baseline + 2, baseline], valid=near, flags=flags)
+    record = RunRecord.read(run)
+    assert compare.baseline_inputs(record) == (str(bible["bin"]), "en", "fr", 0.1)
+    reverse = record.replace(fairseq_flags=flags + ["-s", "fr", "-t", "en"])
+    assert compare.baseline_inputs(reverse)[1:3] == ("fr", "en")
+    assert compare.baseline_inputs(record.replace(fairseq_flags=flags[:1])) == (str(bible["bin"]), "en", "fr", 0.0)
     rows = compare.compare([run], tmp_path / "out", log=lambda *_: None)
     assert rows[0]["status"] == "stalled" and rows[0]["frequency_loss"] == pytest.approx(baseline)
     table = (tmp_path / "out" / "comparison.md").read_text()
@@ -722,6 +728,23 @@ def test_compare_reports_stalled_runs_in_the_table(tmp_path):
 def test_compare_refuses_a_folder_that_is_not_a_run(tmp_path):
     result = run_module("admin_fairseq.recipes.compare", tmp_path, "--out", tmp_path / "o")
     assert result.returncode == 2 and "has no run.json" in result.stderr
+
+
+def test_a_run_record_is_read_back_as_written_and_a_foreign_one_is_refused(tmp_path):
+    run = _fake_run(tmp_path, "a", "admin", [9.0, 8.0], flags=["data/bin", "--seed", "3"])
+    record = RunRecord.read(run)
+    assert record.method == "admin" and record.fairseq_flags == ("data/bin", "--seed", "3")
+    assert record.flag("--seed") == "3" and record.finished and record.path == run / "run.json"
+    assert RunRecord.read(run) == record  # what is written is what is read
+    (run / "run.json").write_text('{"method": "admin", "status": "finished"}')
+    with pytest.raises(RecipeError, match=r"a/run.json is not a run record .* lacks encoder_layers"):
+        RunRecord.read(run)
+    (run / "run.json").write_text("{not json")
+    with pytest.raises(RecipeError, match=r"a/run.json cannot be read as JSON"):
+        RunRecord.read(run)
+    result = run_module("admin_fairseq.recipes.compare", run, "--out", tmp_path / "o")
+    assert result.returncode == 2 and "cannot be read as JSON" in result.stderr
+    assert not train.finished_before(record)  # an unreadable record: train again
 
 
 # ------------------------------------------------------------------ the whole chain
@@ -862,7 +885,7 @@ def test_every_flag_appears_once_in_recipe_commands(method, batch):
             commands, info = _build(method=method, batch=batch, size=size, extra=extra, gpus=gpus)
             for command in commands:
                 assert _repeated_flags(_fairseq_flags(command)) == [], (size, extra)
-            assert info["command"] == shlex.join(commands[-1])
+            assert info.command == shlex.join(commands[-1])
             if extra:  # the user's values replace the recipe's, in place
                 flags = _fairseq_flags(commands[-1])
                 assert _flag(flags, "--lr") == "5e-4" and "--max-update=10" in flags

@@ -3,7 +3,8 @@
 The steps are command-line tools (``python -m admin_fairseq.recipes.<step> --help`` for
 prepare, train, evaluate, compare); the shell scripts under ``recipes/`` chain them. The train
 step's tables of published settings are in ``published``, its arithmetic, topology and
-command building in ``plan``. The same code runs the WMT recipes on GPU
+command building in ``plan``; ``record.RunRecord`` is what a run's ``run.json`` holds,
+written by the train step and read back by every step after it. The same code runs the WMT recipes on GPU
 clusters and the tiny Bible runs on a CPU (tests and the main job).
 """
 

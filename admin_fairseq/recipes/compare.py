@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from admin_fairseq import atomic, fairseq_log
-from admin_fairseq.launch import flag_value
 from admin_fairseq.recipes import RecipeError
+from admin_fairseq.recipes.record import RunRecord
 from admin_fairseq.errors import UserError
 
 #: fairseq logs its losses in bits per token (its criterions divide by ln 2); so are these
@@ -157,24 +157,15 @@ def frequency_loss(bin_dir, src, tgt, label_smoothing=0.0, subset="valid"):
     return loss / math.log(2)
 
 
-def baseline_inputs(info):
-    """``(bin_dir, src, tgt, label_smoothing)`` of a run (its ``run.json``), the arguments of
-    :func:`frequency_loss`; None when they cannot be told."""
-    flags = info.get("fairseq_flags") or []
-    if not flags or flags[0].startswith("-"):
+def baseline_inputs(record):
+    """``(bin_dir, src, tgt, label_smoothing)`` of a run (its :class:`RunRecord`), the
+    arguments of :func:`frequency_loss`; None when they cannot be told."""
+    if not record.fairseq_flags or record.fairseq_flags[0].startswith("-"):
         return None
-    bin_dir = Path(flags[0].split(":")[0])
-    src = flag_value(flags, "--source-lang", flag_value(flags, "-s"))
-    tgt = flag_value(flags, "--target-lang", flag_value(flags, "-t"))
-    if not (src and tgt):
-        pairs = {p.name.split(".")[1] for p in bin_dir.glob("train.*-*.*.idx")}
-        if len(pairs) != 1:
-            return None
-        src, tgt = pairs.pop().split("-", 1)
-    eps = 0.0
-    if flag_value(flags, "--criterion") == "label_smoothed_cross_entropy":
-        eps = float(flag_value(flags, "--label-smoothing", 0.0))
-    return str(bin_dir), src, tgt, eps
+    languages = record.languages()
+    if languages is None:
+        return None
+    return str(record.bin_dir), *languages, record.label_smoothing
 
 
 def summarize(run_dir, subset="test", baselines=None):
@@ -182,10 +173,7 @@ def summarize(run_dir, subset="test", baselines=None):
     ``baselines`` caches :func:`frequency_loss` by its arguments across the runs of one
     comparison."""
     run_dir = Path(run_dir)
-    info_path = run_dir / "run.json"
-    if not info_path.exists():
-        raise RecipeError(f"{run_dir} has no run.json; is it a folder made by the training step?")
-    info = json.loads(info_path.read_text())
+    record = RunRecord.read(run_dir)
     log = read_log(run_dir / "train.log")
     losses = [loss for _, loss in log["train"] + log["valid"]]
     train_losses = [loss for _, loss in log["train"]]
@@ -193,23 +181,23 @@ def summarize(run_dir, subset="test", baselines=None):
     rose = bool(train_losses) and train_losses[-1] > min(train_losses) + DIVERGED_RISE
     if nonfinite or log["blowup"] or rose:
         status = "diverged"
-    elif info.get("status") == "running":
+    elif record.status == "running":
         status = "running"
-    elif info.get("exit_code", 0) != 0:
+    elif record.exit_code:
         status = "failed"
     else:
         status = "ok"
     finite_valid = [loss for _, loss in log["valid"] if math.isfinite(loss)]
     updates = max([u for u, _ in log["train"] + log["valid"]], default=0)
     row = {
-        "run": run_dir.name, "method": info["method"],
-        "layers": f"{info['encoder_layers']}-{info['decoder_layers']}", "batch": info["batch"],
+        "run": run_dir.name, "method": record.method,
+        "layers": f"{record.encoder_layers}-{record.decoder_layers}", "batch": record.batch,
         "updates": updates, "best_valid_loss": min(finite_valid) if finite_valid else None,
         "last_train_loss": train_losses[-1] if train_losses else None, "status": status,
         "bleu": None, "chrf": None, "tokenized_bleu": None, "bleu_signature": "",
-        "seed": info.get("seed"), "text_form": None, "frequency_loss": None,
+        "seed": record.seed, "text_form": None, "frequency_loss": None,
     }  # fmt: skip
-    inputs = baseline_inputs(info)
+    inputs = baseline_inputs(record)
     if inputs is not None:
         baselines = {} if baselines is None else baselines
         if inputs not in baselines:

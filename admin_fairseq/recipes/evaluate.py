@@ -33,6 +33,7 @@ from admin_fairseq import atomic
 from admin_fairseq.evaluation import read_hypotheses, score
 from admin_fairseq.recipes import RecipeError
 from admin_fairseq.recipes.prepare import check_prepared
+from admin_fairseq.recipes.record import RunRecord
 from admin_fairseq.recipes.plan import _which
 from admin_fairseq.errors import UserError
 
@@ -207,19 +208,18 @@ def evaluate(run_dir, data_dir=None, avg_last=None, beam=None, lenpen=None, subs
     if not run_dir.is_dir():
         raise RecipeError(f"--run {run_dir} is not a folder: give the run folder the train step "
                           "wrote (its --save-dir, by default runs/{data}/{method}-{E}-{D}-{batch})")  # fmt: skip
-    info_path = run_dir / "run.json"
-    info = json.loads(info_path.read_text()) if info_path.exists() else {}
-    data_dir = Path(data_dir or info.get("data") or "")
+    record = RunRecord.read_if_any(run_dir)
+    data_dir = Path(data_dir or (record.data if record else ""))
     if not str(data_dir) or str(data_dir) == ".":
         raise RecipeError(f"{run_dir} has no run.json naming its data; pass --data")
     src, tgt = check_prepared(data_dir)
-    cpu = info.get("cpu", False) if cpu is None else cpu
+    cpu = (record.cpu if record else False) if cpu is None else cpu
     default_beam, default_lenpen = PUBLISHED_DECODING.get(tgt, DEFAULT_DECODING)
     beam = beam or default_beam
     lenpen = default_lenpen if lenpen is None else lenpen
 
     if avg_epochs is None and avg_last is None:
-        avg_epochs = info.get("avg_epochs")  # the window the train step kept
+        avg_epochs = record.avg_epochs if record else None  # the window the train step kept
         if avg_epochs and not (run_dir / f"checkpoint{avg_epochs.split('-')[1]}.pt").exists():
             if not list(run_dir.glob("checkpoint[0-9]*.pt")):
                 avg_epochs = None  # a run saved by updates only: fall back to the last ones

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from admin_fairseq.launch import flag_value
 from admin_fairseq.recipes import RecipeError
+from admin_fairseq.recipes.record import RunRecord
 from admin_fairseq.recipes.published import BIG_HUGE_LR, COMMON, METHODS, PUBLISHED_BATCHES, RECIPES, SIZES
 
 #: --precision -> flags; "recipe" is the recipe's own fp16 flags. There is no bf16: in
@@ -160,7 +161,8 @@ def _launch(kind, extra=()):
 
 
 def build(args, env=None):
-    """Return ``(commands, info)``: the command line(s) to run and what was decided."""
+    """Return ``(commands, record)``: the command line(s) to run and what was decided (a
+    :class:`~admin_fairseq.recipes.record.RunRecord`)."""
     env = os.environ if env is None else env
     data_bin = Path(args.data) / "bin"
     enc, dec = parse_depth(args.depth)
@@ -303,25 +305,24 @@ def build(args, env=None):
         at = len(single) - 1 - single[::-1].index("--distributed-world-size")
         single[at + 1] = "1"
         commands.insert(0, [*_launch("none"), *single])
-    info = {
-        "method": args.method, "encoder_layers": enc, "decoder_layers": dec,
-        "batch": args.batch, "recipe": recipe_name, "size": size, "arch": arch,
-        "workers": workers, "nodes": nodes, "node_rank": node_rank, "per_node": per_node,
-        "cpu": args.cpu, "precision": precision, "max_tokens": max_tokens, "update_freq": freq,
-        "arithmetic": arithmetic, "avg_epochs": f"{window[0]}-{window[1]}",
-        "data": str(args.data), "save_dir": str(save_dir), "seed": seed,
-        "fairseq_flags": flags, "command": shlex.join(commands[-1]),
-        "profile_command": shlex.join(commands[0]) if profile is not None else None,
-    }  # fmt: skip
-    return commands, info
+    record = RunRecord(
+        method=args.method, encoder_layers=enc, decoder_layers=dec, batch=args.batch,
+        recipe=recipe_name, size=size, arch=arch, workers=workers, nodes=nodes,
+        node_rank=node_rank, per_node=per_node, cpu=bool(args.cpu), precision=precision,
+        max_tokens=max_tokens, update_freq=freq, arithmetic=arithmetic,
+        avg_epochs=f"{window[0]}-{window[1]}", data=str(args.data), save_dir=str(save_dir),
+        seed=int(seed), fairseq_flags=flags, command=shlex.join(commands[-1]),
+        profile_command=shlex.join(commands[0]) if profile is not None else None,
+    )  # fmt: skip
+    return commands, record
 
 
-def rank_table(info):
+def rank_table(record):
     """One line per node: which global ranks and devices it runs."""
-    per = info["per_node"]
-    device = "cpu" if info["cpu"] else "cuda"
+    per = record.per_node
+    device = "cpu" if record.cpu else "cuda"
     lines = []
-    for node in range(info["nodes"]):
+    for node in range(record.nodes):
         first, last = node * per, node * per + per - 1
         devices = f"{device}:0-{per - 1}" if per > 1 else f"{device}:0"
         lines.append(f"node {node}: ranks {first}-{last} ({devices})" if per > 1
@@ -329,12 +330,12 @@ def rank_table(info):
     return lines
 
 
-def checkpoint_bytes(info):
+def checkpoint_bytes(record):
     """``(parameters, bytes)`` of one checkpoint of the model this run builds: its parameters
     (built on the meta device with the run's flags and the data's dictionary) times
     :data:`CHECKPOINT_BYTES_PER_PARAMETER`. ``(None, None)`` when the data folder has no
     dictionary yet."""
-    flags = info["fairseq_flags"]
+    flags = list(record.fairseq_flags)
     if not (Path(flags[0]) / f"dict.{_src_lang(flags[0])}.txt").exists():
         return None, None
     import torch
@@ -376,22 +377,22 @@ def _free_bytes(path):
     return shutil.disk_usage(path).free
 
 
-def check_disk(info, log=print):
+def check_disk(record, log=print):
     """Print the size of one checkpoint, of all the run keeps, and the free space of the save
     dir's disk; raise RecipeError when they cannot fit."""
-    params, one = checkpoint_bytes(info)
+    params, one = checkpoint_bytes(record)
     if one is None:
         log("[train] checkpoint size: unknown until the data is prepared (needs its dictionary)")
         return None
-    count = kept_checkpoints(info["fairseq_flags"])
-    need, free = one * count, _free_bytes(info["save_dir"])
+    count = kept_checkpoints(record.fairseq_flags)
+    need, free = one * count, _free_bytes(record.save_dir)
     gb = 1e9
     log(f"[train] {params:,} parameters: one checkpoint about {one / gb:.2f} GB; the run keeps "
         f"{count} ({need / gb:.2f} GB); free on the save dir's disk: {free / gb:.2f} GB")
     if need > free:
         raise RecipeError(
             f"the run keeps {count} checkpoints of about {one / gb:.2f} GB ({need / gb:.2f} GB) but "
-            f"{info['save_dir']} has {free / gb:.2f} GB free; free space, choose another "
+            f"{record.save_dir} has {free / gb:.2f} GB free; free space, choose another "
             "--save-dir, or keep fewer after -- (e.g. --keep-last-epochs N, which narrows the "
             "averaging window, or --no-epoch-checkpoints)"
         )

@@ -21,7 +21,6 @@ in place, so every flag appears once in the command that runs and in ``run.json`
 """
 
 import argparse
-import json
 import os
 import shlex
 import subprocess
@@ -29,15 +28,15 @@ import sys
 import time
 from pathlib import Path
 
-from admin_fairseq import atomic
 from admin_fairseq.errors import UserError
 from admin_fairseq.recipes import RecipeError
 from admin_fairseq.recipes.plan import PRECISIONS, build, check_disk, check_fairseq_flags, rank_table
 from admin_fairseq.recipes.published import METHODS, PUBLISHED_BATCHES, RECIPES, SIZES
 from admin_fairseq.recipes.prepare import check_prepared
+from admin_fairseq.recipes.record import RunRecord
 
 
-def finished_before(info):
+def finished_before(record):
     """True when ``{save_dir}/run.json`` records that this very training ran to the end.
 
     Running a finished fairseq command again is not a no-op: fairseq resumes from
@@ -45,11 +44,11 @@ def finished_before(info):
     the recipes skip such runs instead. The fairseq flags are compared (not the launcher
     line, which differs from node to node).
     """
-    record = Path(info["save_dir"]) / "run.json"
-    if not record.exists():
+    try:
+        previous = RunRecord.read_if_any(record.save_dir)
+    except RecipeError:  # not a record this version can read: train
         return False
-    previous = json.loads(record.read_text())
-    return previous.get("status") == "finished" and previous.get("fairseq_flags") == info["fairseq_flags"]
+    return previous is not None and previous.finished and previous.fairseq_flags == record.fairseq_flags
 
 
 def _tee(command, log_path, env, on_line, log):
@@ -67,7 +66,7 @@ def _tee(command, log_path, env, on_line, log):
         return proc.wait()
 
 
-def run(commands, info, log=print, on_line=None, env_extra=None):
+def run(commands, record, log=print, on_line=None, env_extra=None):
     """Run the training command(s), teeing the output; return the exit code.
 
     ``env_extra`` is added to the environment of the commands (the main job sets
@@ -76,19 +75,19 @@ def run(commands, info, log=print, on_line=None, env_extra=None):
     The node with ``--node-rank 0`` writes ``run.json`` (decisions, command, outcome) and
     ``train.log``; another node writes only ``logs/node{R}.log``. Ranks other than 0 write
     their own ``logs/rank{R}.log`` (see :mod:`admin_fairseq.launch`)."""
-    save_dir = Path(info["save_dir"])
+    save_dir = Path(record.save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
-    first_node = info.get("node_rank", 0) == 0
-    record = save_dir / "run.json"
-    info = dict(info, started=time.strftime("%Y-%m-%d %H:%M:%S"), status="running")
+    first_node = record.node_rank == 0
+    record = record.replace(started=time.strftime("%Y-%m-%d %H:%M:%S"), status="running",
+                            exit_code=None, seconds=None)  # fmt: skip
     if first_node:
-        atomic.write_json(record, info)
+        record.write()
         log_path = save_dir / "train.log"
     else:
         (save_dir / "logs").mkdir(exist_ok=True)
-        log_path = save_dir / "logs" / f"node{info['node_rank']}.log"
+        log_path = save_dir / "logs" / f"node{record.node_rank}.log"
     env = dict(os.environ)
-    if info["cpu"]:
+    if record.cpu:
         env.setdefault("CUDA_VISIBLE_DEVICES", "")
     env.update(env_extra or {})
     start = time.time()
@@ -105,9 +104,8 @@ def run(commands, info, log=print, on_line=None, env_extra=None):
             if code != 0:
                 break
     if first_node:
-        info.update(status="finished" if code == 0 else f"failed (exit {code})", exit_code=code,
-                    seconds=round(time.time() - start, 1))  # fmt: skip
-        atomic.write_json(record, info)
+        record.replace(status="finished" if code == 0 else f"failed (exit {code})", exit_code=code,
+                       seconds=round(time.time() - start, 1)).write()  # fmt: skip
     return code
 
 
@@ -174,10 +172,10 @@ def main(argv=None):
             raise RecipeError("--cpu and --gpus exclude each other")
         if args.slurm and (args.nodes > 1 or args.node_rank) and not args.dry_run:
             raise RecipeError("--slurm takes the nodes from the allocation; drop --nodes/--node-rank")
-        commands, info = build(args)
-        print(f"[train] {info['arithmetic']}")
-        if args.slurm or info["workers"] > 1:
-            for line in rank_table(info):
+        commands, record = build(args)
+        print(f"[train] {record.arithmetic}")
+        if args.slurm or record.workers > 1:
+            for line in rank_table(record):
                 print(f"[train] {line}")
         if args.extra:  # the recipe's own flags are fairseq's (tested); the user's are parsed here
             check_fairseq_flags(commands)
@@ -190,18 +188,18 @@ def main(argv=None):
                 print(shlex.join(command))
             return 0
         check_prepared(args.data)
-        check_disk(info)
+        check_disk(record)
     except UserError as err:
         print(f"train: error: {err}", file=sys.stderr)
         return 2
-    if finished_before(info) and not args.force:
-        print(f"[train] {info['save_dir']} already finished this exact command (see its run.json); "
+    if finished_before(record) and not args.force:
+        print(f"[train] {record.save_dir} already finished this exact command (see its run.json); "
               "nothing to do. --force trains it again from its last checkpoint")  # fmt: skip
         return 0
-    print(f"[train] {info['command']}")
-    log_name = "train.log" if info["node_rank"] == 0 else f"logs/node{info['node_rank']}.log"
-    print(f"[train] log: {Path(info['save_dir']) / log_name}")
-    return run(commands, info)
+    print(f"[train] {record.command}")
+    log_name = "train.log" if record.node_rank == 0 else f"logs/node{record.node_rank}.log"
+    print(f"[train] log: {Path(record.save_dir) / log_name}")
+    return run(commands, record)
 
 
 if __name__ == "__main__":
