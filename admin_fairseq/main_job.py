@@ -122,15 +122,13 @@ def training_command(settings, method, data, run_dir):
     args = train_step.make_parser().parse_args([
         "--data", str(data), "--method", method, "--depth", settings["depth"],
         "--batch", f"{max(gpus, 1)}x{settings['max_tokens']}", "--recipe", "regular",
-        "--size", "cpu", *device, "--save-dir", str(run_dir),
+        "--size", "cpu", *device, "--save-dir", str(run_dir), "--updates", str(settings["updates"]),
         "--seed", str(settings["seed"]), "--log-interval", "10",
     ])  # fmt: skip
-    # the recipe stops at an epoch and keeps epoch checkpoints; the main job counts updates
+    # the main job's own model width and schedule, in place of the recipe's
     args.extra = [
         *size_flags, "--lr", str(settings["lr"]), "--warmup-updates", str(settings["warmup"]),
-        "--dropout", "0.1", "--max-update", str(settings["updates"]), "--max-epoch", "0",
-        "--save-interval-updates", str(settings["updates"]), "--no-epoch-checkpoints",
-        "--keep-last-epochs", "-1", "--validate-interval-updates", str(settings["valid_every"]),
+        "--dropout", "0.1", "--validate-interval-updates", str(settings["valid_every"]),
     ]  # fmt: skip
     return plan.build(args)
 

@@ -179,6 +179,20 @@ def test_avg_epochs_sets_the_stop_and_the_kept_epochs():
         _build(avg_epochs="45-36")
 
 
+def test_updates_stop_the_run_by_updates_with_one_checkpoint():
+    (cmd,), record = _build(updates=1400)
+    flags = _fairseq_flags(cmd)
+    assert (_flag(cmd, "--max-update"), _flag(cmd, "--save-interval-updates")) == ("1400", "1400")
+    assert "--no-epoch-checkpoints" in flags and "--max-epoch" not in flags and "--keep-last-epochs" not in flags
+    assert record.avg_epochs == "" and plan.kept_checkpoints(flags) == 3  # the last, best, one by updates
+    (huge,), _ = _build(updates=1400, recipe="huge")  # its own stop is --max-update 100000
+    assert _fairseq_flags(huge).count("--max-update") == 1 and _flag(huge, "--max-update") == "1400"
+    with pytest.raises(RecipeError, match="--updates stops the run by updates .* give one of them"):
+        _build(updates=1400, avg_epochs="36-45")
+    with pytest.raises(RecipeError, match="--updates must be at least 1"):
+        _build(updates=0)
+
+
 def test_dry_run_cli_prints_arithmetic_and_command():
     arithmetic, cmd = _dry_run("--data", "data/wmt17-en-de", "--method", "admin",
                                "--depth", "100-100", "--batch", "128x4096", "--gpus", "4",

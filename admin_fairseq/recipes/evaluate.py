@@ -219,7 +219,7 @@ def evaluate(run_dir, data_dir=None, avg_last=None, beam=None, lenpen=None, subs
     lenpen = default_lenpen if lenpen is None else lenpen
 
     if avg_epochs is None and avg_last is None:
-        avg_epochs = record.avg_epochs if record else None  # the window the train step kept
+        avg_epochs = (record.avg_epochs or None) if record else None  # the window the train step kept
         if avg_epochs and not (run_dir / f"checkpoint{avg_epochs.split('-')[1]}.pt").exists():
             if not list(run_dir.glob("checkpoint[0-9]*.pt")):
                 avg_epochs = None  # a run saved by updates only: fall back to the last ones

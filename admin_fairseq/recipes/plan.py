@@ -242,10 +242,22 @@ def build(args, env=None):
         )
     precision_flags = recipe["fp16"] if precision == "recipe" else PRECISIONS[precision]
 
-    # --- averaging window: training stops at its last epoch and keeps exactly its epochs
-    window = parse_window(args.avg_epochs) if args.avg_epochs else recipe["window"]
-    stop = ["--max-epoch", str(window[1]), *recipe["stop"]]
-    keep = ["--keep-last-epochs", str(window[1] - window[0] + 1)]
+    # --- when training stops and what it keeps: the averaging window's epochs (training stops
+    # at its last epoch and keeps exactly its epochs), or --updates: one checkpoint at the end
+    updates = getattr(args, "updates", None)
+    if updates is not None:
+        if args.avg_epochs:
+            raise RecipeError("--updates stops the run by updates and keeps no epoch checkpoints; "
+                              "--avg-epochs chooses epochs to average: give one of them")  # fmt: skip
+        if updates < 1:
+            raise RecipeError(f"--updates must be at least 1; got {updates}")
+        stop = ["--max-update", str(updates), "--save-interval-updates", str(updates), "--no-epoch-checkpoints"]
+        keep, avg_epochs = [], ""
+    else:
+        window = parse_window(args.avg_epochs) if args.avg_epochs else recipe["window"]
+        stop = ["--max-epoch", str(window[1]), *recipe["stop"]]
+        keep = ["--keep-last-epochs", str(window[1] - window[0] + 1)]
+        avg_epochs = f"{window[0]}-{window[1]}"
 
     arch, size_flags = SIZES[size]
     lr = recipe["lr"]
@@ -310,7 +322,7 @@ def build(args, env=None):
         recipe=recipe_name, size=size, arch=arch, workers=workers, nodes=nodes,
         node_rank=node_rank, per_node=per_node, cpu=bool(args.cpu), precision=precision,
         max_tokens=max_tokens, update_freq=freq, arithmetic=arithmetic,
-        avg_epochs=f"{window[0]}-{window[1]}", data=str(args.data), save_dir=str(save_dir),
+        avg_epochs=avg_epochs, data=str(args.data), save_dir=str(save_dir),
         seed=int(seed), fairseq_flags=flags, command=shlex.join(commands[-1]),
         profile_command=shlex.join(commands[0]) if profile is not None else None,
     )  # fmt: skip

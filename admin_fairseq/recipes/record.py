@@ -43,7 +43,7 @@ class RunRecord:
     max_tokens: int
     update_freq: int
     arithmetic: str
-    avg_epochs: str  # FIRST-LAST epochs kept for averaging
+    avg_epochs: str  # FIRST-LAST epochs kept for averaging; "" when stopped by --updates
     data: str  # the prepared folder
     save_dir: str
     seed: int

@@ -130,6 +130,9 @@ def make_parser():
     parser.add_argument("--avg-epochs", help="FIRST-LAST epochs the evaluation averages: training "
                         "stops at LAST and keeps these epochs (default: the recipe's published "
                         "window, 36-45 for regular/huge, 41-50 for clinic, 81-90 for iwslt)")  # fmt: skip
+    parser.add_argument("--updates", type=int, help="train N updates instead of the recipe's epochs "
+                        "(fairseq's --max-update N): one checkpoint, at the end; the evaluate step "
+                        "then translates with it (excludes --avg-epochs)")  # fmt: skip
     parser.add_argument("--precision", help=f"{', '.join(PRECISIONS)} (default: recipe = the "
                         "published fp16 flags on GPUs, fp32 with --cpu)")  # fmt: skip
     parser.add_argument("--gpus", type=int, help="GPUs per node (default: detected)")
