@@ -678,8 +678,9 @@ def test_stalled_needs_a_run_that_kept_improving_and_a_gap_to_the_best():
 def _text_frequency_loss(spm_dir, bin_dir, tgt, eps):
     """The frequency baseline worked out again from the sentencepiece text, apart from the
     binarized files that compare.frequency_loss reads: counts of the pieces of train.TGT and
-    one end-of-sentence per line, add-one over fairseq's dictionary, mixed with uniform by
-    eps, scored on valid.TGT with fairseq's label-smoothed loss, in bits."""
+    one end-of-sentence per line, add-one over fairseq's dictionary, mixed with uniform as
+    label smoothing eps makes best, scored on valid.TGT with fairseq's label-smoothed loss,
+    in bits."""
     symbols = ["<s>", "<pad>", "</s>", "<unk>"] + [
         line.split()[0] for line in (bin_dir / f"dict.{tgt}.txt").read_text(encoding="utf-8").splitlines()]
     known = set(symbols)
@@ -693,11 +694,12 @@ def _text_frequency_loss(spm_dir, bin_dir, tgt, eps):
     for t in tokens("train"):
         counts[t] = counts.get(t, 0) + 1
     total, size = sum(counts.values()), len(symbols)
-    q = {v: (1 - eps) * (counts.get(v, 0) + 1) / (total + size) + eps / size for v in symbols}
+    eps_i = eps / (size - 1)
+    q = {v: (1 - eps - eps_i) * (counts.get(v, 0) + 1) / (total + size) + eps_i for v in symbols}
+    assert sum(q.values()) == pytest.approx(1.0)
     valid = list(tokens("valid"))
     nll = sum(-math.log(q[t]) for t in valid) / len(valid)
     smooth = sum(-math.log(x) for x in q.values())
-    eps_i = eps / (size - 1)
     return ((1 - eps - eps_i) * nll + eps_i * smooth) / math.log(2)
 
 

@@ -129,8 +129,9 @@ def _token_counts(prefix, size):
 def frequency_loss(bin_dir, src, tgt, label_smoothing=0.0, subset="valid"):
     """The ``subset`` loss, in bits per token as fairseq logs it, of a model that ignores the
     source and gives every target token its frequency in the training data (add-one smoothed
-    over the dictionary, then mixed with the uniform distribution by ``label_smoothing``, the
-    best such model under label smoothing), scored with fairseq's label-smoothed loss. A
+    over the dictionary, then mixed with the uniform distribution as much as
+    ``label_smoothing`` makes best on those frequencies), scored with fairseq's label-smoothed
+    loss. A
     translation model whose validation loss stays at this level has learnt nothing from the
     source. None when ``bin_dir`` lacks the binarized files (fairseq-preprocess's layout)."""
     bin_dir = Path(bin_dir)
@@ -149,10 +150,10 @@ def frequency_loss(bin_dir, src, tgt, label_smoothing=0.0, subset="valid"):
     if len(counts) < 2 or not counts[subset].sum():
         return None
     eps = float(label_smoothing)
+    eps_i = eps / (size - 1)  # fairseq's label_smoothed_nll_loss: (1 - eps - eps_i) nll + eps_i sum
     train = counts["train"]
-    q = (1 - eps) * (train + 1) / (train.sum() + size) + eps / size
+    q = (1 - eps - eps_i) * (train + 1) / (train.sum() + size) + eps_i  # minimises that on train
     nll = float(counts[subset] @ -np.log(q)) / counts[subset].sum()
-    eps_i = eps / (size - 1)  # fairseq's label_smoothed_nll_loss
     loss = (1 - eps - eps_i) * nll + eps_i * float(-np.log(q).sum())
     return loss / math.log(2)
 
