@@ -142,8 +142,6 @@ def corpus_name(data):
     """What a prepared folder holds, as the user would name it: the corpus (``wmt17-en-de``,
     ``bible-en-fr``) or, for the user's own files, their prefix; the folder's name otherwise."""
     try:
-        if (Path(data) / "pipeline.json").exists():  # the Bible's own preparation record
-            return "bible-" + json.loads((Path(data) / "pipeline.json").read_text())["pair"]
         settings = json.loads((Path(data) / "prepare.json").read_text())  # the preparation's settings
     except (OSError, ValueError, KeyError, TypeError):
         return Path(data).name

@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 
 from admin_fairseq.core.residual import OmegaResidual
-from admin_fairseq.data.pipeline import binarize_bible
+from admin_fairseq.recipes import prepare
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -341,8 +341,9 @@ def main():
 
     data_dir = Path(args.data) if args.data else cache_dir() / "bench-bible-en-fr"
     log("0/4 data")
-    data = binarize_bible(data_dir, "en-fr", train_size=3000, valid_size=100, test_size=100,
-                          vocab_size=1000, log=lambda m: log("  " + m))  # fmt: skip
+    prepare.prepare("bible-en-fr", data_dir, vocab_size=1000, train_size=3000, valid_size=100,
+                    test_size=100, log=lambda m: log("  " + m))  # fmt: skip
+    data = {"bin": data_dir / "bin"}
     with tempfile.TemporaryDirectory() as workdir:
         log("1/4 training throughput")
         training = training_throughput(data["bin"], settings["depths"], settings["rounds"],

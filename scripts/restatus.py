@@ -1,6 +1,6 @@
 """Re-apply today's status rule to a committed main-job run, from its own console log.
 
-    python -m admin_fairseq.data.pipeline --out data/bible --valid-size 300   # the main job's data
+    python -m admin_fairseq.recipes.prepare --corpus bible-en-fr --out data/bible --valid-size 300   # the main job's data
     python scripts/restatus.py results/main_job_all_methods --data data/bible/bin
 
 A main-job folder keeps ``comparison.md`` and ``loss_curves.png`` as the run wrote them. A

@@ -135,12 +135,12 @@ def bible(shared):
     """A binarised Bible slice (en-fr): 3,000 training verses from all books but Mark, 100
     validation verses, the first 100 verses of Mark as test set; joint sentencepiece 1k.
     Built once per test run, shared by every test process; tests only read it."""
+    from admin_fairseq.recipes import prepare
     from shared_runs import once
 
     def make(root):
-        run_cli("-m admin_fairseq.data.pipeline", "--pair", "en-fr", "--out", root / "raw", "--train-size",
-                "3000", "--valid-size", "100", "--test-size", BIBLE_TEST_SIZE, "--vocab-size",
-                "1000", cwd=root)  # fmt: skip
+        prepare.prepare("bible-en-fr", root / "raw", vocab_size=1000, train_size=3000, valid_size=100,
+                        test_size=BIBLE_TEST_SIZE, log=lambda *_: None)  # fmt: skip
 
     root = once(shared, "bible", make)
     return {"root": root, "raw": root / "raw", "bin": root / "raw" / "bin"}

@@ -65,20 +65,21 @@ def test_score_is_sacrebleu():
 
 
 @pytest.mark.slow
-def test_pipeline_reruns_only_what_changed(tmp_path):
-    from admin_fairseq.data.pipeline import binarize_bible
+def test_the_bible_reruns_only_what_changed(tmp_path):
+    from admin_fairseq.recipes import prepare
 
     messages = []
-    kwargs = dict(pair="fr-de", train_size=500, valid_size=50, test_size=50, log=messages.append)
-    out = binarize_bible(tmp_path / "bible", vocab_size=300, **kwargs)
-    assert (out["bin"] / "train.fr-de.fr.bin").exists() and out["spm_model"].exists()
-    stats = (tmp_path / "bible" / "stats.json").read_text()
-    assert '"train.fr": 500' in stats and '"test.de": 50' in stats
+    kwargs = dict(train_size=500, valid_size=50, test_size=50, log=messages.append)
+    record = prepare.prepare("bible-fr-de", tmp_path / "bible", vocab_size=300, **kwargs)
+    assert (tmp_path / "bible" / "bin" / "train.fr-de.fr.bin").exists() and (tmp_path / "bible" / "spm.model").exists()
+    assert record["lines"]["train.fr"] == 500 and record["lines"]["test.de"] == 50  # counts.json's
+    assert sorted(p.name for p in (tmp_path / "bible").glob("*.json")) == [
+        "counts.json", "inputs.json", "prepare.json", "spm.json"]  # one record of counts, as every corpus
     messages.clear()
-    binarize_bible(tmp_path / "bible", vocab_size=300, **kwargs)
-    assert any("already binarised" in m for m in messages)
+    prepare.prepare("bible-fr-de", tmp_path / "bible", vocab_size=300, **kwargs)
+    assert any("already split" in m for m in messages) and any("already binarised" in m for m in messages)
     assert not any("learning" in m for m in messages)
     messages.clear()
-    binarize_bible(tmp_path / "bible", vocab_size=200, **kwargs)
-    assert any("settings changed" in m for m in messages)
-    assert len((out["bin"] / "dict.fr.txt").read_text().splitlines()) < 300
+    prepare.prepare("bible-fr-de", tmp_path / "bible", vocab_size=200, **kwargs)
+    assert any("prepared with other settings; redoing it" in m for m in messages)
+    assert len((tmp_path / "bible" / "bin" / "dict.fr.txt").read_text().splitlines()) < 300

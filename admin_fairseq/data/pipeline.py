@@ -1,14 +1,15 @@
-"""Bible corpus -> sentencepiece -> ``fairseq-preprocess``, in one re-runnable call.
+"""Bible corpus -> sentencepiece -> ``fairseq-preprocess``: the Bible's steps of the prepare step.
 
-    python -m admin_fairseq.data.pipeline --pair en-fr --out data/bible-en-fr-small \
+    python -m admin_fairseq.recipes.prepare --corpus bible-en-fr --out data/bible-en-fr-small \
         --train-size 3000 --valid-size 100 --test-size 100 --vocab-size 1000
 
-writes the raw splits and ``stats.json`` to ``--out``, the sentencepiece model and encoded
-splits under it, and the binarised data to ``{out}/bin``. Finished steps are skipped.
+writes the raw splits to ``--out``, the sentencepiece model and encoded splits under it, the
+binarised data to ``{out}/bin`` and the counts to ``counts.json``; finished steps are
+skipped. ``python -m admin_fairseq.data.pipeline --pair en-fr --out ...`` (the earlier name,
+with the same size flags) runs that same command.
 """
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -43,26 +44,22 @@ def fairseq_preprocess(spm_dir, dest, src, tgt, workers=2, log=print):
 
 def binarize_bible(out_dir, pair="en-fr", train_size=None, valid_size=500, test_size=None,
                    vocab_size=8000, log=print):  # fmt: skip
-    """Prepare, encode and binarise the Bible corpus; return ``{raw, spm_model, bin}``."""
+    """Split, encode and binarise the Bible corpus in ``out_dir``, keeping the steps already
+    done; return ``{raw, spm_model, bin}``. Called by the prepare step
+    (:func:`admin_fairseq.recipes.prepare.prepare`), which starts the folder afresh when its
+    settings change and records the counts."""
     out_dir = Path(out_dir)
     src, tgt = bible.parse_pair(pair)
-    signature = {"pair": pair, "train_size": train_size, "valid_size": valid_size,
-                 "test_size": test_size, "vocab_size": vocab_size}  # fmt: skip
-    record = out_dir / "pipeline.json"
-    if record.exists() and json.loads(record.read_text()) != signature:
-        log(f"{out_dir}: settings changed, redoing sentencepiece and binarisation")
-        for stale in ("spm.model", "spm.vocab", "spm.json", "spm", "bin"):
-            path = out_dir / stale
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     bible.prepare(out_dir, pair, valid_size=valid_size, train_size=train_size,
-                  test_size=test_size, log=log)  # fmt: skip
-    atomic.write_text(record, json.dumps(signature) + "\n")
+                  test_size=test_size, log=log, reuse=True)  # fmt: skip
     spm.train_and_encode(out_dir, src, tgt, vocab_size, log=log)
     binary = fairseq_preprocess(out_dir / "spm", out_dir / "bin", src, tgt, log=log)
     return {"raw": out_dir, "spm_model": out_dir / "spm.model", "bin": binary}
 
 
 def main(argv=None):
+    """The prepare step for the Bible under its earlier name: the same folder as
+    ``python -m admin_fairseq.recipes.prepare --corpus bible-PAIR``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--pair", default="en-fr")
     parser.add_argument("--out", required=True)
@@ -72,11 +69,19 @@ def main(argv=None):
     parser.add_argument("--vocab-size", type=int, default=8000)
     args = parser.parse_args(argv)
     try:
-        binarize_bible(args.out, args.pair, args.train_size, args.valid_size, args.test_size,
-                       args.vocab_size)  # fmt: skip
-    except (ValueError, RuntimeError, FileNotFoundError) as err:
-        parser.exit(2, f"error: {err}\n")
+        bible.parse_pair(args.pair)  # the languages first: no download for a pair it lacks
+    except ValueError as err:
+        print(f"pipeline: error: {err}", file=sys.stderr)
+        return 2
+    from admin_fairseq.recipes import prepare
+
+    argv = ["--corpus", f"bible-{args.pair}", "--out", args.out, "--valid-size", str(args.valid_size),
+            "--vocab-size", str(args.vocab_size)]  # fmt: skip
+    for flag, value in (("--train-size", args.train_size), ("--test-size", args.test_size)):
+        if value is not None:
+            argv += [flag, str(value)]
+    return prepare.main(argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

