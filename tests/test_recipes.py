@@ -643,6 +643,21 @@ def test_stalled_rule_on_the_main_jobs_own_logs():
     assert compare.stalled_runs(curves) == {"post-ln"}
 
 
+def test_stalled_rule_on_the_short_corpus_run():
+    """results/main_job_short: the main job's defaults on 11,417 short verse pairs
+    (scripts/short_pairs.py). Post-LN ends at the frequency baseline its table states; the
+    rule finds it stalled from its own curve and the baseline, without Admin's."""
+    table = (REPO / "results" / "main_job_short" / "comparison.md").read_text()
+    baseline = float(re.search(r"has validation loss ([\d.]+)", table).group(1))
+    assert baseline == pytest.approx(9.525, abs=1e-3)
+    assert "| post-ln | 12-12 | 1x2048 | 1400 | 9.359 | stalled |" in table and "| admin |" in table
+    curves = _main_job_curves("main_job_short")
+    assert compare.second_half_gain(curves["post-ln"]) < compare.STALL_GAIN
+    assert compare.stalled_runs(curves, baseline) == {"post-ln"}
+    assert compare.stalled_runs({"post-ln": curves["post-ln"]}, baseline) == {"post-ln"}
+    assert compare.stalled_runs({"post-ln": curves["post-ln"]}) == set()  # alone, without a baseline
+
+
 def test_stalled_at_the_frequency_baseline_needs_no_other_run():
     flat = [(100, 9.6), (200, 9.55), (300, 9.5), (400, 9.5)]
     good = [(100, 9.0), (200, 8.4), (300, 7.9), (400, 7.5)]
