@@ -71,10 +71,10 @@ def restatus(table, log_text, baseline=None):
             lines[k] = "|" + "|".join(cells) + "|"
     end = 2 + len(rows)
     if stalled:
-        note = ("Status re-derived from the run's log by today's rule (`python scripts/restatus.py`); "
+        note = ("Status re-derived from the run's log by today's rule (`scripts/restatus.py`, run as docs/main-job.md shows); "
                 "the run's own comparison.md, written before the rule existed, says ok.")  # fmt: skip
     else:
-        note = ("Status re-derived from the run's log by today's rule (`python scripts/restatus.py`): "
+        note = ("Status re-derived from the run's log by today's rule (`scripts/restatus.py`, run as docs/main-job.md shows): "
                 "the same as the run's own comparison.md.")  # fmt: skip
     if baseline is not None:
         note += (f" Frequency baseline of its data (a model that ignores the source and gives each "
