@@ -118,19 +118,15 @@ def training_command(settings, method, data, run_dir):
             size_flags += [f"--{side}-embed-dim", str(width), f"--{side}-ffn-embed-dim", str(4 * width),
                            f"--{side}-attention-heads", str(width // 32)]  # fmt: skip
     gpus = settings.get("gpus") or 0
-    device = ["--gpus", str(gpus)] if gpus else ["--cpu"]
-    args = train_step.make_parser().parse_args([
-        "--data", str(data), "--method", method, "--depth", settings["depth"],
-        "--batch", f"{max(gpus, 1)}x{settings['max_tokens']}", "--recipe", "regular",
-        "--size", "cpu", *device, "--save-dir", str(run_dir), "--updates", str(settings["updates"]),
-        "--seed", str(settings["seed"]), "--log-interval", "10",
-    ])  # fmt: skip
-    # the main job's own model width and schedule, in place of the recipe's
-    args.extra = [
-        *size_flags, "--lr", str(settings["lr"]), "--warmup-updates", str(settings["warmup"]),
-        "--dropout", "0.1", "--validate-interval-updates", str(settings["valid_every"]),
-    ]  # fmt: skip
-    return plan.build(args)
+    run = plan.RunSettings(
+        data=data, method=method, depth=settings["depth"], batch=f"{max(gpus, 1)}x{settings['max_tokens']}",
+        recipe="regular", size="cpu", cpu=not gpus, gpus=gpus or None, save_dir=run_dir,
+        updates=int(settings["updates"]), seed=settings["seed"], log_interval=10,
+        # the main job's own model width and schedule, in place of the recipe's
+        extra=[*size_flags, "--lr", str(settings["lr"]), "--warmup-updates", str(settings["warmup"]),
+               "--dropout", "0.1", "--validate-interval-updates", str(settings["valid_every"])],
+    )  # fmt: skip
+    return plan.build(run)
 
 
 def plot_title(settings, corpus):

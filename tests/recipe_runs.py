@@ -16,9 +16,8 @@ import gpu_on_cpu  # noqa: E402
 
 
 def _args(argv, extra=()):
-    args = train.make_parser().parse_args(argv)
-    args.extra = list(extra)
-    return args
+    """The train step's :class:`~admin_fairseq.recipes.plan.RunSettings` for ``argv -- extra``."""
+    return train.settings([*argv, "--", *extra])
 
 
 #: What the tests change in a GPU command besides appending --cpu: model size and length

@@ -170,9 +170,8 @@ def test_refusals_name_the_file(tmp_path):
 
 
 def test_train_step_uses_the_published_iwslt_settings():
-    args = train.make_parser().parse_args(["--data", "data/iwslt14-de-en", "--method", "admin-profiled",
-                                           "--depth", "6-6", "--batch", "1x4096", "--gpus", "1"])  # fmt: skip
-    args.extra = []
+    args = train.settings(["--data", "data/iwslt14-de-en", "--method", "admin-profiled",
+                           "--depth", "6-6", "--batch", "1x4096", "--gpus", "1"])  # fmt: skip
     commands, info = plan.build(args, env={})
     cmd = commands[-1]
     published = {"--arch": "transformer_admin_iwslt_de_en", "--optimizer": "radam",

@@ -111,12 +111,9 @@ PUBLISHED_UPDATE_FREQ = {"8x4096": "1", "128x4096": "32", "80x8000": "10", "256x
 
 
 def _build(**overrides):
-    args = train.make_parser().parse_args(["--data", "data/x", "--method", "admin", "--depth", "6-6",
-                                           "--batch", "8x4096", "--gpus", "8"])  # fmt: skip
-    args.extra = []
-    for key, value in overrides.items():
-        setattr(args, key, value)
-    return plan.build(args, env={})
+    args = train.settings(["--data", "data/x", "--method", "admin", "--depth", "6-6",
+                           "--batch", "8x4096", "--gpus", "8"])  # fmt: skip
+    return plan.build(args.replace(**overrides), env={})
 
 
 def _fairseq_flags(cmd):

@@ -4,11 +4,14 @@ started (one process, torchrun on one or several nodes, Slurm), the exact fairse
 run's checkpoints need. Nothing here starts a process; :mod:`admin_fairseq.recipes.train`
 runs what :func:`build` returns."""
 
+import dataclasses
 import os
 import shlex
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from admin_fairseq.launch import flag_value
 from admin_fairseq.recipes import RecipeError
@@ -35,6 +38,47 @@ CPU_DISTRIBUTED = ["--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp
 #: training precision (it moves half tensors to fp32 on saving), plus Adam/RAdam's two fp32
 #: moments
 CHECKPOINT_BYTES_PER_PARAMETER = 4 + 8
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What a run is asked to be, typed: the train step's options (``python -m
+    admin_fairseq.recipes.train``, parsed by :func:`admin_fairseq.recipes.train.settings`) or
+    the main job's, built directly. :func:`build` turns it into the exact fairseq command and
+    a :class:`~admin_fairseq.recipes.record.RunRecord`; ``None`` means the recipe's default."""
+
+    data: str
+    method: str
+    depth: str  # ENCODER-DECODER layers
+    batch: str  # AxB tokens per update
+    recipe: Optional[str] = None
+    size: Optional[str] = None
+    max_tokens: Optional[int] = None
+    avg_epochs: Optional[str] = None
+    updates: Optional[int] = None
+    precision: Optional[str] = None
+    gpus: Optional[int] = None  # per node; None: detected
+    cpu: bool = False
+    cpu_workers: int = 1
+    nodes: int = 1
+    node_rank: int = 0
+    master_addr: Optional[str] = None
+    master_port: int = 29500
+    slurm: bool = False
+    save_dir: Optional[str] = None
+    seed: Optional[int] = None
+    log_interval: int = 100
+    dry_run: bool = False
+    extra: tuple = ()  # fairseq-train flags that replace the recipe's, each once
+
+    def __post_init__(self):
+        object.__setattr__(self, "data", str(self.data))
+        object.__setattr__(self, "extra", tuple(str(flag) for flag in self.extra))
+        if self.save_dir is not None:
+            object.__setattr__(self, "save_dir", str(self.save_dir))
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
 
 
 def parse_depth(depth):
@@ -160,55 +204,64 @@ def _launch(kind, extra=()):
     return [sys.executable, "-m", "admin_fairseq.launch", "--launcher", kind, *extra, "--"]
 
 
-def build(args, env=None):
-    """Return ``(commands, record)``: the command line(s) to run and what was decided (a
-    :class:`~admin_fairseq.recipes.record.RunRecord`)."""
+def build(settings, env=None):
+    """Return ``(commands, record)`` for ``settings`` (a :class:`RunSettings`): the command
+    line(s) to run and what was decided (a :class:`~admin_fairseq.recipes.record.RunRecord`)."""
+    if not isinstance(settings, RunSettings):
+        raise TypeError(f"plan.build takes a RunSettings, not {type(settings).__name__}")
     env = os.environ if env is None else env
-    data_bin = Path(args.data) / "bin"
-    enc, dec = parse_depth(args.depth)
-    parse_batch(args.batch)
-    if args.method not in METHODS:
-        raise RecipeError(f"unknown --method {args.method!r}; choose from {', '.join(METHODS)}")
-    published = PUBLISHED_BATCHES.get(args.batch)
-    recipe_name = args.recipe or (published[0] if published else None)
+    if settings.nodes < 1 or not 0 <= settings.node_rank < settings.nodes:
+        raise RecipeError(f"--node-rank must be in 0..{settings.nodes - 1} for --nodes {settings.nodes}")
+    if settings.cpu and settings.gpus:
+        raise RecipeError("--cpu and --gpus exclude each other")
+    if settings.slurm and (settings.nodes > 1 or settings.node_rank) and not settings.dry_run:
+        raise RecipeError("--slurm takes the nodes from the allocation; drop --nodes/--node-rank")
+    data_bin = Path(settings.data) / "bin"
+    enc, dec = parse_depth(settings.depth)
+    parse_batch(settings.batch)
+    if settings.method not in METHODS:
+        raise RecipeError(f"unknown --method {settings.method!r}; choose from {', '.join(METHODS)}")
+    published = PUBLISHED_BATCHES.get(settings.batch)
+    recipe_name = settings.recipe or (published[0] if published else None)
     if recipe_name is None:
         raise RecipeError(
-            f"--batch {args.batch} is not a published setting ({', '.join(PUBLISHED_BATCHES)}); "
+            f"--batch {settings.batch} is not a published setting ({', '.join(PUBLISHED_BATCHES)}); "
             f"name the hyper-parameters with --recipe {' or '.join(RECIPES)}"
         )
     if recipe_name not in RECIPES:
         raise RecipeError(f"unknown --recipe {recipe_name!r}; choose from {', '.join(RECIPES)}")
     recipe = RECIPES[recipe_name]
-    size = args.size or recipe.get("size", "base")
+    size = settings.size or recipe.get("size", "base")
     if size not in SIZES:
         raise RecipeError(f"unknown --size {size!r}; choose from {', '.join(SIZES)}")
-    if args.precision == "bf16":
+    if settings.precision == "bf16":
         raise RecipeError(
             "--precision bf16 is not offered: fairseq 0.12's --bf16 implies --tpu (it runs on "
             f"an XLA device through torch_xla, not on a GPU); choose from {', '.join(PRECISIONS)}"
         )
-    if args.precision not in (None, *PRECISIONS):
-        raise RecipeError(f"unknown --precision {args.precision!r}; choose from {', '.join(PRECISIONS)}")
+    if settings.precision not in (None, *PRECISIONS):
+        raise RecipeError(f"unknown --precision {settings.precision!r}; choose from {', '.join(PRECISIONS)}")
     # Published settings use the published per-GPU batch; for another AxB, B is the per-worker batch.
     is_published = published is not None and recipe_name == published[0]
-    max_tokens = args.max_tokens or (published[1] if is_published else parse_batch(args.batch)[1])
+    max_tokens = settings.max_tokens or (published[1] if is_published else parse_batch(settings.batch)[1])
 
     # --- workers: where they run and how many
-    nodes, node_rank = args.nodes, args.node_rank
+    nodes, node_rank = settings.nodes, settings.node_rank
+    cpu_workers, gpus = settings.cpu_workers, settings.gpus
     in_allocation = any(k in env for k in ("SLURM_JOB_NUM_NODES", "SLURM_NNODES"))
-    if args.slurm and (in_allocation or not args.dry_run):
+    if settings.slurm and (in_allocation or not settings.dry_run):
         nodes, per_node = slurm_layout(env)
-        if args.cpu:
-            args.cpu_workers = per_node
-        elif args.gpus is not None and args.gpus != per_node:
-            raise RecipeError(f"--gpus {args.gpus} but the Slurm job has {per_node} task(s) per "
+        if settings.cpu:
+            cpu_workers = per_node
+        elif gpus is not None and gpus != per_node:
+            raise RecipeError(f"--gpus {gpus} but the Slurm job has {per_node} task(s) per "
                               "node (SLURM_NTASKS_PER_NODE); one task drives one GPU")  # fmt: skip
         else:
-            args.gpus = per_node
-    if args.cpu:
-        per_node = args.cpu_workers
+            gpus = per_node
+    if settings.cpu:
+        per_node = cpu_workers
     else:
-        per_node = args.gpus if args.gpus is not None else detect_gpus()
+        per_node = gpus if gpus is not None else detect_gpus()
         if per_node < 1:
             raise RecipeError(
                 "no GPU found (torch.cuda.device_count() is 0). Pass --gpus N to print the "
@@ -216,24 +269,24 @@ def build(args, env=None):
             )
     if per_node < 1:
         raise RecipeError(f"--cpu-workers must be >= 1; got {per_node}")
-    if nodes > 1 and not args.slurm and not args.master_addr:
+    if nodes > 1 and not settings.slurm and not settings.master_addr:
         raise RecipeError(
             f"--nodes {nodes} needs --master-addr (or MASTER_ADDR): the address of the node "
             "with --node-rank 0, which every node must reach; 127.0.0.1 would make each node "
             "wait for itself"
         )
     workers = per_node * nodes
-    freq = update_freq(args.batch, workers, max_tokens)
-    a, b = parse_batch(args.batch)
-    unit = "CPU process(es)" if args.cpu else "GPU(s)"
+    freq = update_freq(settings.batch, workers, max_tokens)
+    a, b = parse_batch(settings.batch)
+    unit = "CPU process(es)" if settings.cpu else "GPU(s)"
     arithmetic = (
-        f"{args.batch} = {a * b:,} tokens per update = {nodes} node(s) x {per_node} {unit} "
+        f"{settings.batch} = {a * b:,} tokens per update = {nodes} node(s) x {per_node} {unit} "
         f"x --max-tokens {max_tokens} x --update-freq {freq}"
     )
 
     # --- precision
-    precision = args.precision or ("fp32" if args.cpu else "recipe")  # CPU_CHANGES["fp32"]
-    if args.cpu and precision == "recipe":
+    precision = settings.precision or ("fp32" if settings.cpu else "recipe")  # CPU_CHANGES["fp32"]
+    if settings.cpu and precision == "recipe":
         raise RecipeError(
             f"--cpu --precision recipe: the recipe's {' '.join(recipe['fp16'][:1])} needs CUDA in "
             "fairseq 0.12 (its fp16 optimizer files the fp32 master weights by CUDA device, and "
@@ -244,9 +297,9 @@ def build(args, env=None):
 
     # --- when training stops and what it keeps: the averaging window's epochs (training stops
     # at its last epoch and keeps exactly its epochs), or --updates: one checkpoint at the end
-    updates = args.updates
+    updates = settings.updates
     if updates is not None:
-        if args.avg_epochs:
+        if settings.avg_epochs:
             raise RecipeError("--updates stops the run by updates and keeps no epoch checkpoints; "
                               "--avg-epochs chooses epochs to average: give one of them")  # fmt: skip
         if updates < 1:
@@ -254,7 +307,7 @@ def build(args, env=None):
         stop = ["--max-update", str(updates), "--save-interval-updates", str(updates), "--no-epoch-checkpoints"]
         keep, avg_epochs = [], ""
     else:
-        window = parse_window(args.avg_epochs) if args.avg_epochs else recipe["window"]
+        window = parse_window(settings.avg_epochs) if settings.avg_epochs else recipe["window"]
         stop = ["--max-epoch", str(window[1]), *recipe["stop"]]
         keep = ["--keep-last-epochs", str(window[1] - window[0] + 1)]
         avg_epochs = f"{window[0]}-{window[1]}"
@@ -263,12 +316,12 @@ def build(args, env=None):
     lr = recipe["lr"]
     if recipe_name == "huge" and size == "big":
         lr = BIG_HUGE_LR
-    seed = args.seed if args.seed is not None else recipe["seed"]
-    save_dir = Path(args.save_dir or Path("runs") / Path(args.data).name /
-                    f"{args.method}-{enc}-{dec}-{args.batch}")  # fmt: skip
-    method_flags = list(METHODS[args.method])
+    seed = settings.seed if settings.seed is not None else recipe["seed"]
+    save_dir = Path(settings.save_dir or Path("runs") / Path(settings.data).name /
+                    f"{settings.method}-{enc}-{dec}-{settings.batch}")  # fmt: skip
+    method_flags = list(METHODS[settings.method])
     profile = None
-    if args.method == "admin-profiled" and "--fp16" in recipe["fp16"]:
+    if settings.method == "admin-profiled" and "--fp16" in recipe["fp16"]:
         # fairseq's FP16Optimizer keeps fp32 master weights made before the first batch, so
         # under the recipe's plain --fp16 the profile cannot be taken inside the training
         # run: as in Transformer-Clinic, a profiling run on one worker writes it, and the
@@ -285,20 +338,20 @@ def build(args, env=None):
         "--activation-dropout", recipe["activation_dropout"],
         "--max-tokens", str(max_tokens), "--update-freq", str(freq), *stop,
         "--save-dir", str(save_dir), *keep,
-        "--log-format", "json", "--log-interval", str(args.log_interval),
+        "--log-format", "json", "--log-interval", str(settings.log_interval),
         "--tensorboard-logdir", str(save_dir / "tensorboard"), "--seed", str(seed),
         *precision_flags,
     ]  # fmt: skip
-    if args.cpu:  # CPU_CHANGES, and nothing else
+    if settings.cpu:  # CPU_CHANGES, and nothing else
         flags += ["--cpu"]
         if workers > 1:
             flags += CPU_DISTRIBUTED
     flags += ["--distributed-world-size", str(workers)]
-    flags = merge_flags(flags, list(args.extra))  # the user's flags replace ours, each once
+    flags = merge_flags(flags, list(settings.extra))  # the user's flags replace ours, each once
 
-    if args.slurm:
+    if settings.slurm:
         launcher = ["srun", "--nodes", str(nodes), "--ntasks-per-node", str(per_node),
-                    "--kill-on-bad-exit=1", *_launch("slurm", ["--master-port", str(args.master_port)])]  # fmt: skip
+                    "--kill-on-bad-exit=1", *_launch("slurm", ["--master-port", str(settings.master_port)])]  # fmt: skip
     elif workers == 1:
         launcher = _launch("none")
     elif nodes == 1:
@@ -307,8 +360,8 @@ def build(args, env=None):
     else:
         launcher = [
             _which("torchrun"), "--nnodes", str(nodes), "--node-rank", str(node_rank),
-            "--nproc-per-node", str(per_node), "--master-addr", args.master_addr,
-            "--master-port", str(args.master_port), "-m", *_launch("torchrun")[2:],
+            "--nproc-per-node", str(per_node), "--master-addr", settings.master_addr,
+            "--master-port", str(settings.master_port), "-m", *_launch("torchrun")[2:],
         ]  # fmt: skip
     commands = [[*launcher, *flags]]
     if profile is not None:
@@ -318,11 +371,11 @@ def build(args, env=None):
         single[at + 1] = "1"
         commands.insert(0, [*_launch("none"), *single])
     record = RunRecord(
-        method=args.method, encoder_layers=enc, decoder_layers=dec, batch=args.batch,
+        method=settings.method, encoder_layers=enc, decoder_layers=dec, batch=settings.batch,
         recipe=recipe_name, size=size, arch=arch, workers=workers, nodes=nodes,
-        node_rank=node_rank, per_node=per_node, cpu=bool(args.cpu), precision=precision,
+        node_rank=node_rank, per_node=per_node, cpu=bool(settings.cpu), precision=precision,
         max_tokens=max_tokens, update_freq=freq, arithmetic=arithmetic,
-        avg_epochs=avg_epochs, data=str(args.data), save_dir=str(save_dir),
+        avg_epochs=avg_epochs, data=str(settings.data), save_dir=str(save_dir),
         seed=int(seed), fairseq_flags=flags, command=shlex.join(commands[-1]),
         profile_command=shlex.join(commands[0]) if profile is not None else None,
     )  # fmt: skip

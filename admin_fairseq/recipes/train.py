@@ -30,7 +30,7 @@ from pathlib import Path
 
 from admin_fairseq.errors import UserError
 from admin_fairseq.recipes import RecipeError
-from admin_fairseq.recipes.plan import PRECISIONS, build, check_disk, check_fairseq_flags, rank_table
+from admin_fairseq.recipes.plan import PRECISIONS, RunSettings, build, check_disk, check_fairseq_flags, rank_table
 from admin_fairseq.recipes.published import METHODS, PUBLISHED_BATCHES, RECIPES, SIZES
 from admin_fairseq.recipes.prepare import check_prepared
 from admin_fairseq.recipes.record import RunRecord
@@ -159,22 +159,32 @@ def make_parser():
     return parser
 
 
-def main(argv=None):
-    argv = list(sys.argv[1:] if argv is None else argv)
+#: the train step's options that are not part of the run itself
+CLI_ONLY = ("force",)
+
+
+def parse(argv):
+    """``(settings, options)``: the train step's command line as a :class:`RunSettings` (the
+    flags after ``--`` as its ``extra``) and the options that only steer the command
+    (:data:`CLI_ONLY`)."""
+    argv = list(argv)
     extra = []
     if "--" in argv:
         cut = argv.index("--")
         argv, extra = argv[:cut], argv[cut + 1:]
-    parser = make_parser()
-    args = parser.parse_args(argv)
-    args.extra = extra
+    values = vars(make_parser().parse_args(argv))
+    options = {name: values.pop(name) for name in CLI_ONLY}
+    return RunSettings(**values, extra=extra), options
+
+
+def settings(argv):
+    """The :class:`RunSettings` of a train-step command line (``[options] [-- flags]``)."""
+    return parse(argv)[0]
+
+
+def main(argv=None):
+    args, options = parse(sys.argv[1:] if argv is None else argv)
     try:
-        if args.nodes < 1 or not 0 <= args.node_rank < args.nodes:
-            raise RecipeError(f"--node-rank must be in 0..{args.nodes - 1} for --nodes {args.nodes}")
-        if args.cpu and args.gpus:
-            raise RecipeError("--cpu and --gpus exclude each other")
-        if args.slurm and (args.nodes > 1 or args.node_rank) and not args.dry_run:
-            raise RecipeError("--slurm takes the nodes from the allocation; drop --nodes/--node-rank")
         commands, record = build(args)
         print(f"[train] {record.arithmetic}")
         if args.slurm or record.workers > 1:
@@ -195,7 +205,7 @@ def main(argv=None):
     except UserError as err:
         print(f"train: error: {err}", file=sys.stderr)
         return 2
-    if finished_before(record) and not args.force:
+    if finished_before(record) and not options["force"]:
         print(f"[train] {record.save_dir} already finished this exact command (see its run.json); "
               "nothing to do. --force trains it again from its last checkpoint")  # fmt: skip
         return 0
