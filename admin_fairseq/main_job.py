@@ -38,13 +38,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from admin_fairseq import atomic, fairseq_log
-from admin_fairseq.data import bible
+from admin_fairseq.corpora import bible
 from admin_fairseq.recipes import RecipeError
 from admin_fairseq.recipes import compare as compare_step
 from admin_fairseq.recipes import evaluate as evaluate_step
 from admin_fairseq.recipes import prepare as prepare_step
 from admin_fairseq.recipes import plan, published
-from admin_fairseq.recipes import text_corpus
+from admin_fairseq.corpora import text as text_corpus
 from admin_fairseq.recipes import train as train_step
 from admin_fairseq.errors import UserError
 

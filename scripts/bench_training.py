@@ -337,7 +337,7 @@ def main():
     env = environment()
     log(f"environment: {json.dumps(env)}")
     start = time.perf_counter()
-    from admin_fairseq.data.bible import cache_dir
+    from admin_fairseq.corpora.bible import cache_dir
 
     data_dir = Path(args.data) if args.data else cache_dir() / "bench-bible-en-fr"
     log("0/4 data")

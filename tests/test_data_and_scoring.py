@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from admin_fairseq.data.bible import clean_verse, parse_pair, split_pairs
+from admin_fairseq.corpora.bible import clean_verse, parse_pair, split_pairs
 from admin_fairseq.evaluation import read_hypotheses, score
 
 from conftest import run_module
@@ -77,7 +77,7 @@ def test_the_bible_reruns_only_what_changed(tmp_path):
         "counts.json", "inputs.json", "prepare.json", "spm.json"]  # one record of counts, as every corpus
     messages.clear()
     prepare.prepare("bible-fr-de", tmp_path / "bible", vocab_size=300, **kwargs)
-    assert any("already split" in m for m in messages) and any("already binarised" in m for m in messages)
+    assert any("the split files are already there" in m for m in messages) and any("already binarised" in m for m in messages)
     assert not any("learning" in m for m in messages)
     messages.clear()
     prepare.prepare("bible-fr-de", tmp_path / "bible", vocab_size=200, **kwargs)

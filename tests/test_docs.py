@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from admin_fairseq.recipes import evaluate, iwslt14, plan, prepare
+from admin_fairseq.corpora import iwslt14, wmt
+from admin_fairseq.recipes import evaluate, plan
 from admin_fairseq.recipes.published import PUBLISHED_BATCHES, RECIPES
 
 from conftest import REPO, run_module
@@ -65,7 +66,7 @@ def test_ours_column_is_what_the_dry_run_prints(args, corpus, rows):
                 beam, lenpen = evaluate.PUBLISHED_DECODING.get(tgt, evaluate.DEFAULT_DECODING)
                 assert value == str(beam if name == "--beam" else lenpen), setting
             elif name == "--vocab-size":
-                expected = iwslt14.VOCAB_SIZE if corpus == iwslt14.NAME else prepare.WMT[corpus].vocab_size
+                expected = iwslt14.VOCAB_SIZE if corpus == iwslt14.NAME else wmt.TASKS[corpus].vocab_size
                 assert int(value) == expected, setting
             elif not value:
                 assert name in flags, f"{setting}: {name} is not in the dry run"

@@ -20,7 +20,7 @@ import torch
 
 from conftest import REPO, USER_DIR, cli_path, run_module
 
-from admin_fairseq.recipes import prepare
+from admin_fairseq.corpora import wmt
 
 TINY = ["--arch", "transformer_admin_tiny", "--encoder-layers", "2", "--decoder-layers", "2",
         "--share-all-embeddings"]  # fmt: skip
@@ -96,7 +96,7 @@ def _misaligned_raw(ctx):
     """Extracted WMT'14 files in a raw folder, one pair with a missing target line."""
     raw = ctx["tmp"] / "raw-misaligned"
     raw.mkdir(exist_ok=True)
-    for corpus in prepare.WMT["wmt14-en-fr"].train:
+    for corpus in wmt.TASKS["wmt14-en-fr"].train:
         n_fr = 4 if corpus.name == "commoncrawl" else 5
         (raw / corpus.members["en"].removesuffix(".gz")).write_text("a b c\n" * 5)
         (raw / corpus.members["fr"].removesuffix(".gz")).write_text("a b c\n" * n_fr)

@@ -12,7 +12,8 @@ import tarfile
 
 import pytest
 
-from admin_fairseq.recipes import RecipeError, iwslt14, plan, prepare, train
+from admin_fairseq.corpora import iwslt14
+from admin_fairseq.recipes import RecipeError, plan, prepare, train
 
 from conftest import REPO
 

@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from admin_fairseq.corpora import wmt
+from admin_fairseq.corpora.common import clean_pair
 from admin_fairseq.recipes import RecipeError, compare, evaluate, plan, prepare, published, train
 from admin_fairseq.recipes.record import RunRecord
 from admin_fairseq.checkpoints import read as read_checkpoint
@@ -324,11 +326,11 @@ def _fake_wmt14_raw(raw, bible_dir, n=150, broken=None):
     fr = (bible_dir / "train.fr").read_text().splitlines()
     raw.mkdir(parents=True)
     kept = 0
-    for i, corpus in enumerate(prepare.WMT["wmt14-en-fr"].train):
+    for i, corpus in enumerate(wmt.TASKS["wmt14-en-fr"].train):
         src, tgt = en[i * n:(i + 1) * n], fr[i * n:(i + 1) * n]
         if i == 0:  # one empty pair and one far too long pair, to be cleaned away
             src, tgt = src + ["", "word " * 300], tgt + ["mot", "mot " * 300]
-        kept += sum(prepare.clean_pair(s, t) is not None for s, t in zip(src, tgt))
+        kept += sum(clean_pair(s, t) is not None for s, t in zip(src, tgt))
         if corpus.name == broken:
             tgt = tgt[:-5]
         archive = raw / corpus.url.rsplit("/", 1)[1]
@@ -363,7 +365,7 @@ def test_wmt_prepare_from_an_offline_raw_folder(bible_recipe_data, tmp_path):
     assert prepare.check_prepared(out) == ("en", "fr")
     # run again: every step is skipped
     again = run_module("admin_fairseq.recipes.prepare", *cmd)
-    assert again.returncode == 0 and "cleaned text already there" in again.stdout
+    assert again.returncode == 0 and "the split files are already there" in again.stdout
     assert "already binarised" in again.stdout
 
 
@@ -373,7 +375,7 @@ def test_wmt_reader_ends_lines_at_newline_only_and_drops_invalid_utf8_pairwise(b
     turned into U+FFFD), and a line break inside a valid/test line becomes a space."""
     raw, out = tmp_path / "raw", tmp_path / "wmt14"
     _fake_wmt14_raw(raw, bible_recipe_data)
-    first = prepare.WMT["wmt14-en-fr"].train[0]
+    first = wmt.TASKS["wmt14-en-fr"].train[0]
     sides = {"en": [b"one\rtwo three", b"the cat sat\r", b"a dog ran", b"bad bytes here", b"last one"],
              "fr": [b"un deux trois", b"le chat assis\r", b"un chien courut", b"mauvais \xff octets",
                     b"le dernier"]}  # fmt: skip
@@ -404,11 +406,11 @@ def test_wmt_reader_ends_lines_at_newline_only_and_drops_invalid_utf8_pairwise(b
 
 
 def test_a_test_set_that_is_not_utf8_is_refused_with_file_and_line(tmp_path):
-    task = prepare.WMT["wmt14-en-fr"]
+    task = wmt.TASKS["wmt14-en-fr"]
     (tmp_path / "test.en").write_bytes(b"fine\nalso fine\n")
     (tmp_path / "test.fr").write_bytes(b"bien\nmal \xe9crit\n")
     with pytest.raises(RecipeError, match=r"test\.fr, line 2: not UTF-8"):
-        prepare._test_set_lines(task.test, task, tmp_path, "test", offline=True)
+        wmt.test_set_lines(task.test, task, tmp_path, "test", offline=True)
 
 
 def test_wmt_prepare_refuses_misaligned_and_missing_files(bible_recipe_data, tmp_path):
@@ -432,7 +434,8 @@ def test_evaluate_on_a_missing_run_folder_says_so():
 
 def test_text_corpus_without_a_language_names_the_flag(tmp_path):
     with pytest.raises(RecipeError, match=r"--corpus text needs --src CODE"):
-        prepare.prepare_text(tmp_path / "out", None, "en", "corpus/train", log=lambda *_: None)
+        prepare.prepare("text", tmp_path / "out", log=lambda *_: None,
+                        text={"src": None, "tgt": "en", "train": "corpus/train"})
     assert not (tmp_path / "out").exists()
 
 
@@ -443,11 +446,11 @@ def test_prepare_refuses_unknown_corpus():
 
 
 def test_clean_pair_rules():
-    assert prepare.clean_pair("  a  b ", "c\td ") == ("a b", "c d")
-    assert prepare.clean_pair("", "x") is None
-    assert prepare.clean_pair("a b c d", "a") is None  # ratio 4 > 1.5
-    assert prepare.clean_pair("a b c", "a b") is not None  # ratio 1.5
-    assert prepare.clean_pair("w " * 251, "w " * 251) is None
+    assert clean_pair("  a  b ", "c\td ") == ("a b", "c d")
+    assert clean_pair("", "x") is None
+    assert clean_pair("a b c d", "a") is None  # ratio 4 > 1.5
+    assert clean_pair("a b c", "a b") is not None  # ratio 1.5
+    assert clean_pair("w " * 251, "w " * 251) is None
 
 
 # ------------------------------------------------------------------ evaluation helpers
@@ -932,3 +935,24 @@ def test_every_flag_appears_once_in_the_main_jobs_commands(tmp_path):
             assert _flag(flags, "--max-update") == str(settings["updates"])
             assert _flag(flags, "--encoder-embed-dim") == str(settings["width"])
             assert _flag(flags, "--lr") == settings["lr"]
+
+
+def test_every_corpus_is_one_source_and_refuses_options_that_do_not_apply(tmp_path):
+    from admin_fairseq import corpora
+
+    for name in corpora.NAMES:
+        if name == "text":  # reads the user's files: tests/test_text_corpus.py
+            continue
+        source = corpora.source(name, corpora.Options(), tmp_path)
+        assert isinstance(source, corpora.Source) and callable(source.write)
+        assert source.settings["corpus"] == name and source.settings["vocab_size"] == source.vocab_size
+        assert source.src != source.tgt
+    with pytest.raises(RecipeError, match=r"--raw-dir/--offline do not apply to the Bible corpora"):
+        corpora.source("bible-en-fr", corpora.Options(offline=True), tmp_path)
+    with pytest.raises(RecipeError, match=r"--train-size/--valid-size/--test-size apply to the Bible corpora only"):
+        corpora.source("wmt17-en-de", corpora.Options(train_size=5), tmp_path)
+    with pytest.raises(RecipeError, match=r"--src applies to --corpus text only"):
+        corpora.source("iwslt14-de-en", corpora.Options(text={"src": "de"}), tmp_path)
+    with pytest.raises(RecipeError, match=r"unknown --corpus 'wmt15-en-fr'; choose from wmt14-en-fr"):
+        corpora.source("wmt15-en-fr", corpora.Options(), tmp_path)
+    assert not any(tmp_path.iterdir())  # a source writes nothing until its write() is called

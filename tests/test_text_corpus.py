@@ -10,6 +10,7 @@ import shutil
 
 import pytest
 
+from admin_fairseq.corpora import text as text_corpus
 from admin_fairseq.recipes import RecipeError, prepare
 from admin_fairseq.recipes.prepare import check_prepared
 
@@ -64,7 +65,7 @@ def test_a_users_corpus_is_prepared_like_the_others(bible_recipe_data, tmp_path)
     held = set((out / "test.en").read_text().splitlines())
     assert not held & set((out / "train.en").read_text().splitlines())  # really held out
     again = _prepare(out, "--src", "en", "--tgt", "fr", "--train", corpus / "all", "--vocab-size", "600")
-    assert again.returncode == 0 and "text already written" in again.stdout
+    assert again.returncode == 0 and "the split files are already there" in again.stdout
     assert "already binarised" in again.stdout
 
 
@@ -90,7 +91,7 @@ def test_empty_pairs_are_dropped_and_counted_but_an_empty_side_is_an_error(tmp_p
     pairs[9] = ("the house", "")
     prefix = _corpus(tmp_path, pairs)
     messages = []
-    kept, _, dropped = prepare.text_corpus.read_pair(prefix, "en", "de", log=messages.append)
+    kept, _, dropped = text_corpus.read_pair(prefix, "en", "de", log=messages.append)
     assert dropped == 2 and len(kept) == 48
     assert "dropped 2 of 50 pairs with an empty side" in messages[0]
 
@@ -102,7 +103,7 @@ def test_empty_pairs_are_dropped_and_counted_but_an_empty_side_is_an_error(tmp_p
 def test_windows_line_endings_are_handled(tmp_path):
     _write(tmp_path / "corpus" / "train.en", [s for s, _ in PAIRS], newline="\r\n")
     _write(tmp_path / "corpus" / "train.de", [t for _, t in PAIRS])
-    pairs, _, dropped = prepare.text_corpus.read_pair(tmp_path / "corpus" / "train", "en", "de", log=print)
+    pairs, _, dropped = text_corpus.read_pair(tmp_path / "corpus" / "train", "en", "de", log=print)
     assert dropped == 0 and pairs == PAIRS  # no "\r" left on any sentence
 
 
@@ -141,6 +142,7 @@ def test_a_test_set_that_overlaps_the_training_set_is_warned_about(tmp_path):
     messages = []
     with pytest.raises(RecipeError, match=r"cannot give 8,000 sentencepiece pieces \(at most \d+\); give a smaller --vocab-size"):
         # the tiny corpus cannot hold 8,000 pieces: the warning comes before that refusal
-        prepare.prepare_text(tmp_path / "data", "en", "de", prefix, valid, test, log=messages.append)
+        prepare.prepare("text", tmp_path / "data", log=messages.append,
+                        text={"src": "en", "tgt": "de", "train": prefix, "valid": valid, "test": test})
     assert any("warning: 4 of 5 test pairs have a source sentence that is also in the training data" in m
                for m in messages), messages

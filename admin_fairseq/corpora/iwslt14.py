@@ -25,6 +25,7 @@ import re
 import tarfile
 from pathlib import Path
 
+from admin_fairseq.corpora.common import Source, download, sha256_file, write_inputs, write_splits
 from admin_fairseq.recipes import RecipeError
 
 NAME = "iwslt14-de-en"
@@ -179,17 +180,15 @@ def build_splits(archive, log=print):
 
 def input_checksum(raw_dir):
     """``{name: sha256}`` of the archive read (of every file of the unpacked folder otherwise)."""
-    from admin_fairseq.data import bible
-
     archive = Path(raw_dir) / ARCHIVE
     if not (Path(raw_dir) / "de-en").is_dir():
-        return {ARCHIVE: bible.sha256_file(archive)}
+        return {ARCHIVE: sha256_file(archive)}
     names = [TRAIN_FILE.format(lang=lang) for lang in (SRC, TGT)]
     names += [f"{name}.de-en.{lang}.xml" for name in TEST_SETS for lang in (SRC, TGT)]
-    return {f"de-en/{n}": bible.sha256_file(Path(raw_dir) / "de-en" / n) for n in names}
+    return {f"de-en/{n}": sha256_file(Path(raw_dir) / "de-en" / n) for n in names}
 
 
-def fetch(raw_dir, offline, download, log=print):
+def fetch(raw_dir, offline, log=print):
     """Make sure ``raw_dir`` has the archive or its unpacked folder (downloading the copy of
     the archive unless ``offline``)."""
     raw_dir = Path(raw_dir)
@@ -202,3 +201,24 @@ def fetch(raw_dir, offline, download, log=print):
         )
     raw_dir.mkdir(parents=True, exist_ok=True)
     download(URLS[1], raw_dir / ARCHIVE, log)
+
+
+def source(options):
+    """The :class:`~admin_fairseq.corpora.common.Source` of IWSLT'14 De-En."""
+    if options.train_size or options.valid_size or options.test_size:
+        raise RecipeError("--train-size/--valid-size/--test-size apply to the Bible corpora only")
+    vocab_size = options.vocab_size or VOCAB_SIZE
+    raw_dir, offline = Path(options.raw_dir), options.offline
+    settings = {"corpus": NAME, "vocab_size": vocab_size, "text_form": TEXT_FORM,
+                "valid_every": VALID_EVERY, "test_sets": list(TEST_SETS),
+                "tokens": [MIN_TOKENS, MAX_TOKENS], "max_ratio": MAX_RATIO}  # fmt: skip
+
+    def write(out_dir, log=print):
+        fetch(raw_dir, offline, log)
+        write_splits(out_dir, SRC, TGT, build_splits(Archive(raw_dir), log), log)
+        write_inputs(out_dir, input_checksum(raw_dir))
+
+    return Source(SRC, TGT, vocab_size, settings, write,
+                  what=f"IWSLT'14 de-en from {raw_dir}: filtering, Moses tokenization, cleaning, "
+                       "lower-casing, splits",
+                  encoding_note="on the tokenized text")  # fmt: skip

@@ -16,6 +16,7 @@ import random
 import re
 from pathlib import Path
 
+from admin_fairseq.corpora.common import MAX_RATIO, MAX_WORDS, Source, clean_pair, sha256_file, write_inputs, write_splits
 from admin_fairseq.recipes import RecipeError
 
 LANG_CODE = re.compile(r"[a-z]{2,3}")
@@ -129,3 +130,50 @@ def overlap(train, test):
     """How many test pairs have a source sentence that is also a training source sentence."""
     seen = {s for s, _ in train}
     return sum(1 for s, _ in test if s in seen)
+
+
+def source(options, log=print):
+    """The :class:`~admin_fairseq.corpora.common.Source` of the user's files: everything is
+    read and checked here, before anything is written."""
+    text = options.text or {}
+    src, tgt, train, valid, test = (text.get(k) for k in ("src", "tgt", "train", "valid", "test"))
+    if options.train_size or options.valid_size or options.test_size or options.raw_dir or options.offline:
+        raise RecipeError("--train-size/--valid-size/--test-size/--raw-dir/--offline do not "
+                          "apply to --corpus text")  # fmt: skip
+    check_inputs(src, tgt, train, valid, test)
+    vocab_size = options.vocab_size or 8000
+    log(f"[1/3] reading {train}.{{{src},{tgt}}}")
+    pairs, inputs, _ = read_pair(train, src, tgt, log)
+    given = {}
+    for split, prefix in (("valid", valid), ("test", test)):
+        if prefix:
+            given[split], paths, _ = read_pair(prefix, src, tgt, log)
+            inputs += paths
+    sizes = {split: 0 if split in given else default_held_out(len(pairs)) for split in ("valid", "test")}
+    train_pairs, held_valid, held_test = hold_out(pairs, sizes["valid"], sizes["test"])
+    splits = {"valid": given.get("valid", held_valid), "test": given.get("test", held_test)}
+    for split in ("valid", "test"):
+        if split not in given:
+            log(f"  {split}: {len(splits[split]):,} training pairs held out at random (seed "
+                f"{SPLIT_SEED}; give --{split} PREFIX to use your own)")  # fmt: skip
+    shared = overlap(train_pairs, splits["test"])
+    if shared:
+        log(f"  warning: {shared:,} of {len(splits['test']):,} test pairs have a source sentence "
+            "that is also in the training data; their scores will be too good")  # fmt: skip
+    cleaned = [pair for pair in (clean_pair(s, t) for s, t in train_pairs) if pair is not None]
+    log(f"  train: kept {len(cleaned):,} of {len(train_pairs):,} pairs after cleaning (at most "
+        f"{MAX_WORDS} words a side, length ratio at most {MAX_RATIO})")  # fmt: skip
+    if not cleaned:
+        raise RecipeError(f"no training pair of {train}.{{{src},{tgt}}} is left after cleaning")
+    sums = {str(path): sha256_file(path) for path in inputs}
+    settings = {"corpus": "text", "src": src, "tgt": tgt, "vocab_size": vocab_size,
+                "train": str(train), "valid": str(valid) if valid else None,
+                "test": str(test) if test else None, "split_seed": SPLIT_SEED,
+                "held_out": sizes, "max_words": MAX_WORDS, "max_ratio": MAX_RATIO,
+                "inputs_sha256": sums}  # fmt: skip
+
+    def write(out_dir, log=print):
+        write_splits(out_dir, src, tgt, {"train": cleaned, **splits}, log)
+        write_inputs(out_dir, sums)
+
+    return Source(src, tgt, vocab_size, settings, write, what="")  # step 1's line printed above

