@@ -65,3 +65,40 @@ def allow_resuming_on_several_workers():
 
     if dist_utils._broadcast_object_slow is not _receive_broadcast_object:
         dist_utils._broadcast_object_slow = _receive_broadcast_object
+
+
+class _AtomicCopies:
+    """fairseq's ``PathManager`` as ``checkpoint_utils`` sees it, but for ``copy``: a local
+    copy goes to a temporary name beside the target and is renamed over it when complete."""
+
+    def __init__(self, path_manager):
+        self._path_manager = path_manager
+
+    def __getattr__(self, name):
+        return getattr(self._path_manager, name)
+
+    def copy(self, src_path, dst_path, overwrite=False, **kwargs):
+        import os
+
+        if "://" in str(dst_path) or (os.path.exists(dst_path) and not overwrite):
+            return self._path_manager.copy(src_path, dst_path, overwrite=overwrite, **kwargs)
+        import shutil
+
+        from admin_fairseq import atomic
+
+        with atomic.replacing(dst_path) as tmp:
+            shutil.copyfile(src_path, tmp)
+        return True
+
+
+def atomic_checkpoint_copies():
+    """fairseq writes a checkpoint under one name (through a temporary file, atomically) and
+    copies it to the others: ``checkpoint_last.pt`` after an epoch or interval checkpoint,
+    ``checkpoint_best.pt``. Those copies are made in place, so a crash or a kill while one is
+    written leaves a truncated ``checkpoint_last.pt``, the file a resumed run reads. Make
+    them through a temporary name and a rename, so that ``checkpoint_last.pt`` is always a
+    whole checkpoint: the new one or the one before."""
+    from fairseq import checkpoint_utils
+
+    if not isinstance(checkpoint_utils.PathManager, _AtomicCopies):
+        checkpoint_utils.PathManager = _AtomicCopies(checkpoint_utils.PathManager)

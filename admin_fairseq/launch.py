@@ -3,8 +3,7 @@
     python -m admin_fairseq.launch --launcher none -- DATA --arch ... --distributed-world-size 1
     torchrun --nnodes 2 --node-rank R --nproc-per-node 8 --master-addr HOST --master-port 29500 \
         -m admin_fairseq.launch --launcher torchrun -- DATA ... --distributed-world-size 16
-    srun python -m admin_fairseq.launch --launcher slurm --master-port 29500 -- DATA ... \
-        --distributed-world-size 16
+    srun python -m admin_fairseq.launch --launcher slurm -- DATA ... --distributed-world-size 16
 
 The recipes' train step starts every run through this module. It reads the launcher's own
 variables (torchrun: ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``; Slurm: ``SLURM_PROCID``,
@@ -16,9 +15,16 @@ environment rules (which divide by the GPU count on a CPU, and let a scheduler's
 ``WORLD_SIZE`` override the flag) never run. Variables that contradict the flags stop the
 worker with a message that names them.
 
+Under Slurm, rank 0 listens on ``--master-port`` or, without it, on a port derived from the
+job's id (:func:`job_port`), so that two jobs on one node do not collide. A worker uses the
+GPU its local rank names when it sees every GPU of its node, or the one GPU it sees when the
+cluster gives each task its own (``--gpus-per-task=1``, ``--gpu-bind``). It prints the CPUs
+it may run on, and sets torch's threads to them unless ``OMP_NUM_THREADS`` is set.
+
 Rank 0 prints to the console (the train step tees it into ``train.log``); every other rank
 writes to ``{--log-dir}/rank{R}.log`` (default: ``{save_dir}/logs``), so that a run's
-folder holds one log per rank and one console log.
+folder holds one log per rank and one console log. Each worker also saves and stops on
+SIGUSR1/SIGTERM and ends itself when the run hangs (:mod:`admin_fairseq.resilience`).
 """
 
 import argparse
@@ -55,6 +61,26 @@ def _int(env, name):
         raise LaunchError(f"{name} is not set") from None
     except ValueError:
         raise LaunchError(f"{name}={env[name]!r} is not an integer") from None
+
+
+def job_port(job_id):
+    """Rank 0's port for Slurm job ``job_id`` when none is given: 15000-29999, below Linux's
+    ephemeral ports, different for jobs whose ids differ by less than 15000."""
+    return 15000 + int(job_id) % 15000
+
+
+def device_index(local_rank, visible):
+    """The CUDA device a worker with ``local_rank`` uses when it sees ``visible`` GPUs: its
+    local rank when it sees the node's GPUs, 0 when it sees only its own."""
+    if visible == 1:
+        return 0
+    if local_rank < visible:
+        return local_rank
+    raise LaunchError(
+        f"local rank {local_rank} but this task sees {visible} GPU(s) (CUDA_VISIBLE_DEVICES="
+        f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); give the job one GPU per task "
+        "(--gpus-per-task=1) or every task all GPUs of its node (--gpus-per-node)"
+    )
 
 
 def _first_host(nodelist):
@@ -134,19 +160,37 @@ def plan(launcher, flags, env, master_port=None):
             "unset the torch launcher variables in the job script"
         )
     if master_port is None:
-        raise LaunchError("--launcher slurm needs --master-port (rank 0 listens there)")
+        if "SLURM_JOB_ID" not in env:
+            raise LaunchError("--launcher slurm needs --master-port or SLURM_JOB_ID (rank 0's port)")
+        master_port = job_port(env["SLURM_JOB_ID"])
     init = f"tcp://{_first_host(nodelist)}:{int(master_port)}"
     return {"rank": rank, "world_size": world, "local_rank": local, "init_method": init}
 
 
-def fairseq_argv(flags, worker):
+def fairseq_argv(flags, worker, device=None):
     """fairseq-train's argv for ``worker`` (a :func:`plan`): ``flags`` plus the explicit
-    distributed settings when there is more than one worker."""
+    distributed settings when there is more than one worker; ``device`` (default: the local
+    rank) is the CUDA device index (:func:`device_index`)."""
     if worker["world_size"] == 1:
-        return list(flags)
+        return list(flags) if device in (None, 0) else [*flags, "--device-id", str(device)]
     return [*flags, "--distributed-rank", str(worker["rank"]),
             "--distributed-init-method", worker["init_method"], "--distributed-no-spawn",
-            "--device-id", str(worker["local_rank"])]  # fmt: skip
+            "--device-id", str(worker["local_rank"] if device is None else device)]  # fmt: skip
+
+
+def _visible_gpus():
+    if os.environ.get("CUDA_VISIBLE_DEVICES") == "":
+        return 0
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _cpus():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def _redirect_output(path):
@@ -170,7 +214,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m admin_fairseq.launch", allow_abbrev=False,
                                      description=__doc__.split("\n\n")[0])  # fmt: skip
     parser.add_argument("--launcher", required=True, choices=LAUNCHERS)
-    parser.add_argument("--master-port", type=int, help="Slurm: the port rank 0 listens on")
+    parser.add_argument("--master-port", type=int, help="Slurm: the port rank 0 listens on "
+                        "(default: derived from SLURM_JOB_ID)")  # fmt: skip
+    parser.add_argument("--hang-timeout", type=float, default=None, help="seconds without an "
+                        "update, validation or checkpoint after which a worker of a run with "
+                        "several ends itself (default "
+                        "600; 0: never)")  # fmt: skip
     parser.add_argument("--log-dir", help="where ranks other than 0 write rank{R}.log "
                         "(default: {save_dir}/logs)")  # fmt: skip
     args = parser.parse_args(argv[:cut])
@@ -187,9 +236,22 @@ def main(argv=None):
     if worker["rank"] != 0:
         log_dir = Path(args.log_dir or Path(flag_value(flags, "--save-dir", "checkpoints")) / "logs")
         _redirect_output(log_dir / f"rank{worker['rank']}.log")
+    cpu = "--cpu" in flags
+    try:
+        device = None if cpu else device_index(worker["local_rank"], _visible_gpus() or worker["local_rank"] + 1)
+    except UserError as err:
+        print(f"launch: error: {err}", file=sys.stderr)
+        return 2
+    cpus = _cpus()
+    if "OMP_NUM_THREADS" not in os.environ:
+        import torch
+
+        torch.set_num_threads(cpus)
+    where = "cpu" if cpu else f"cuda:{device}"
     print(f"[launch] rank {worker['rank']} of {worker['world_size']} (local rank "
-          f"{worker['local_rank']}, init {worker['init_method'] or 'none: one process'})", flush=True)
-    from admin_fairseq import plugin
+          f"{worker['local_rank']}, init {worker['init_method'] or 'none: one process'}, device "
+          f"{where}, {cpus} CPU(s): {os.environ.get('OMP_NUM_THREADS') or cpus} thread(s))", flush=True)  # fmt: skip
+    from admin_fairseq import plugin, resilience
 
     # This process imported admin_fairseq before fairseq reads --user-dir, and fairseq then
     # skips importing the plugin's models (it sees the package already in sys.modules): load
@@ -197,7 +259,9 @@ def main(argv=None):
     plugin.load()
     from fairseq_cli import train as fairseq_train
 
-    sys.argv = ["fairseq-train", *fairseq_argv(flags, worker)]
+    timeout = resilience.HANG_TIMEOUT if args.hang_timeout is None else args.hang_timeout
+    resilience.install(worker["rank"], worker["world_size"], timeout)
+    sys.argv = ["fairseq-train", *fairseq_argv(flags, worker, device)]
     fairseq_train.cli_main()
     return 0
 

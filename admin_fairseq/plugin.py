@@ -13,7 +13,9 @@ does the rest, once per process:
    loader reads each file through the project's one reader first
    (:func:`admin_fairseq.checkpoints.guard_fairseq_loader`); fairseq's object broadcast lets
    the other ranks of a resumed multi-worker run receive what rank 0 loaded
-   (:func:`admin_fairseq.checkpoint_compat.allow_resuming_on_several_workers`).
+   (:func:`admin_fairseq.checkpoint_compat.allow_resuming_on_several_workers`); fairseq's
+   copies of a checkpoint (``checkpoint_last.pt``, ``checkpoint_best.pt``) are written
+   through a temporary name (:func:`admin_fairseq.checkpoint_compat.atomic_checkpoint_copies`).
 
 Who calls it: fairseq, when it loads the plugin with ``--user-dir`` (it imports
 ``admin_fairseq.models``, whose ``__init__`` calls :func:`load`), and the project's commands
@@ -82,5 +84,6 @@ def load():
 
     checkpoint_compat.allow_fairseq_checkpoints()
     checkpoint_compat.allow_resuming_on_several_workers()
+    checkpoint_compat.atomic_checkpoint_copies()
     checkpoints.guard_fairseq_loader()
     return fairseq

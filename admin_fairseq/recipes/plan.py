@@ -16,7 +16,7 @@ from typing import Optional
 from admin_fairseq.launch import flag_value
 from admin_fairseq.recipes import RecipeError
 from admin_fairseq.recipes.record import RunRecord
-from admin_fairseq.recipes.published import BIG_HUGE_LR, COMMON, METHODS, PUBLISHED_BATCHES, RECIPES, SIZES
+from admin_fairseq.recipes.published import BIG_HUGE_LR, COMMON, METHODS, PUBLISHED_BATCHES, RECIPES, SAVE_EVERY, SIZES
 
 #: --precision -> flags; "recipe" is the recipe's own fp16 flags. There is no bf16: in
 #: fairseq 0.12, --bf16 implies --tpu (it needs torch_xla and an XLA device, on a GPU too).
@@ -63,8 +63,10 @@ class RunSettings:
     nodes: int = 1
     node_rank: int = 0
     master_addr: Optional[str] = None
-    master_port: int = 29500
+    master_port: Optional[int] = None  # torchrun: 29500; Slurm: derived from the job's id
     slurm: bool = False
+    save_every: Optional[int] = None  # updates between interval checkpoints; 0: epoch ends only
+    hang_timeout: Optional[float] = None  # launch's --hang-timeout (its default when None)
     save_dir: Optional[str] = None
     seed: Optional[int] = None
     log_interval: int = 100
@@ -311,6 +313,11 @@ def build(settings, env=None):
         stop = ["--max-epoch", str(window[1]), *recipe["stop"]]
         keep = ["--keep-last-epochs", str(window[1] - window[0] + 1)]
         avg_epochs = f"{window[0]}-{window[1]}"
+        every = SAVE_EVERY[recipe_name] if settings.save_every is None else settings.save_every
+        if every < 0:
+            raise RecipeError(f"--save-every must be 0 (epoch ends only) or a number of updates; got {every}")
+        if every:  # the latest interval checkpoint is kept (checkpoint_last.pt is a copy of it)
+            keep += ["--save-interval-updates", str(every), "--keep-interval-updates", "1"]
 
     arch, size_flags = SIZES[size]
     lr = recipe["lr"]
@@ -349,19 +356,24 @@ def build(settings, env=None):
     flags += ["--distributed-world-size", str(workers)]
     flags = merge_flags(flags, list(settings.extra))  # the user's flags replace ours, each once
 
+    worker_flags = [] if settings.hang_timeout is None else ["--hang-timeout", f"{settings.hang_timeout:g}"]
     if settings.slurm:
+        # srun inside sbatch does not inherit --cpus-per-task (Slurm >= 22.05): ask again
+        cpus = env.get("SLURM_CPUS_PER_TASK")
+        port = [] if settings.master_port is None else ["--master-port", str(settings.master_port)]
         launcher = ["srun", "--nodes", str(nodes), "--ntasks-per-node", str(per_node),
-                    "--kill-on-bad-exit=1", *_launch("slurm", ["--master-port", str(settings.master_port)])]  # fmt: skip
+                    *(["--cpus-per-task", cpus] if cpus else []), "--kill-on-bad-exit=1",
+                    *_launch("slurm", [*port, *worker_flags])]  # fmt: skip
     elif workers == 1:
         launcher = _launch("none")
     elif nodes == 1:
         launcher = [_which("torchrun"), "--standalone", "--nproc-per-node", str(per_node),
-                    "-m", *_launch("torchrun")[2:]]  # fmt: skip
+                    "-m", *_launch("torchrun", worker_flags)[2:]]  # fmt: skip
     else:
         launcher = [
             _which("torchrun"), "--nnodes", str(nodes), "--node-rank", str(node_rank),
             "--nproc-per-node", str(per_node), "--master-addr", settings.master_addr,
-            "--master-port", str(settings.master_port), "-m", *_launch("torchrun")[2:],
+            "--master-port", str(settings.master_port or 29500), "-m", *_launch("torchrun", worker_flags)[2:],
         ]  # fmt: skip
     commands = [[*launcher, *flags]]
     if profile is not None:

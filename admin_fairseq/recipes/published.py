@@ -60,6 +60,11 @@ RECIPES = {
         "size": "iwslt",
     },
 }  # fmt: skip
+#: recipe -> updates between interval checkpoints (not published: the published runs saved at
+#: epoch ends only, and an epoch of the large-batch settings is hours of a deep model). They
+#: bound the work a preemption or a crash loses; each one also validates, as fairseq does at
+#: every mid-epoch save. The train step's --save-every changes it (0: epoch ends only).
+SAVE_EVERY = {"regular": 2000, "huge": 100, "clinic": 100, "iwslt": 2000}
 BIG_HUGE_LR = "7e-4"  # the big model at 128x4096 (admin-torch train_big_wmt_en-de_huge_batch.sh)
 #: published batch -> (recipe, per-GPU max-tokens of the published runs)
 PUBLISHED_BATCHES = {

@@ -21,17 +21,21 @@ in place, so every flag appears once in the command that runs and in ``run.json`
 """
 
 import argparse
+import contextlib
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 from admin_fairseq.errors import UserError
 from admin_fairseq.recipes import RecipeError
 from admin_fairseq.recipes.plan import PRECISIONS, RunSettings, build, check_disk, check_fairseq_flags, rank_table
-from admin_fairseq.recipes.published import METHODS, PUBLISHED_BATCHES, RECIPES, SIZES
+from admin_fairseq.recipes.published import METHODS, PUBLISHED_BATCHES, RECIPES, SAVE_EVERY, SIZES
+from admin_fairseq.resilience import EXIT_SAVED, HANG_TIMEOUT, STOP_SIGNALS
 from admin_fairseq.recipes.prepare import check_prepared
 from admin_fairseq.recipes.record import RunRecord
 
@@ -56,14 +60,65 @@ def _tee(command, log_path, env, on_line, log):
         logfile.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(command)}\n")
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, env=env, bufsize=1)  # fmt: skip
-        for line in proc.stdout:
-            logfile.write(line)
-            logfile.flush()
-            if on_line is not None:
-                on_line(line)
-            else:
-                log(line.rstrip("\n"))
-        return proc.wait()
+        with _passing_stop_signals(proc):
+            for line in proc.stdout:
+                logfile.write(line)
+                logfile.flush()
+                if on_line is not None:
+                    on_line(line)
+                else:
+                    log(line.rstrip("\n"))
+            return proc.wait()
+
+
+def _workers_under(root):
+    """The pids of the ``admin_fairseq.launch`` workers below process ``root`` (itself
+    included): torchrun does not pass SIGUSR1 on, so the workers are signalled directly."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:  # "PID (NAME) STATE PPID ...": the name may hold spaces and parentheses
+            text = stat.read_text()
+            children.setdefault(int(text.rsplit(") ", 1)[1].split()[1]), []).append(int(text.split(" ", 1)[0]))
+        except (OSError, IndexError, ValueError):
+            continue
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"admin_fairseq.launch" in cmdline:
+            found.append(pid)
+        else:
+            todo += children.get(pid, [])
+    return found
+
+
+@contextlib.contextmanager
+def _passing_stop_signals(proc):
+    """While ``proc`` runs, SIGUSR1 and SIGTERM are passed on to it instead of ending this
+    process: the workers save a checkpoint and stop (:mod:`admin_fairseq.resilience`), and
+    the train step waits for them to record how the run ended."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def pass_on(number, frame):
+        if proc.poll() is not None:
+            return
+        for pid in _workers_under(proc.pid) or [proc.pid]:  # srun: it passes them on to its tasks
+            try:
+                os.kill(pid, number)
+            except ProcessLookupError:
+                pass
+
+    previous = {number: signal.signal(number, pass_on) for number in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def run(commands, record, log=print, on_line=None, env_extra=None):
@@ -103,8 +158,12 @@ def run(commands, record, log=print, on_line=None, env_extra=None):
             code = _tee(command, log_path, env, on_line, log)
             if code != 0:
                 break
+    if code == EXIT_SAVED:
+        log(f"[train] the workers saved checkpoint_last.pt on a signal and stopped (exit {code}); "
+            "run the same command again (a Slurm job script requeues itself) to resume")  # fmt: skip
     if first_node:
-        record.replace(status="finished" if code == 0 else f"failed (exit {code})", exit_code=code,
+        status = {0: "finished", EXIT_SAVED: "stopped on a signal (saved; run again to resume)"}
+        record.replace(status=status.get(code, f"failed (exit {code})"), exit_code=code,
                        seconds=round(time.time() - start, 1)).write()  # fmt: skip
     return code
 
@@ -145,8 +204,16 @@ def make_parser():
     parser.add_argument("--master-addr", default=env("MASTER_ADDR"),
                         help="address of the node with --node-rank 0 (default $MASTER_ADDR; "
                         "required with --nodes > 1)")  # fmt: skip
-    parser.add_argument("--master-port", type=int, default=int(env("MASTER_PORT", 29500)),
-                        help="rank 0's port (default $MASTER_PORT or 29500)")
+    parser.add_argument("--master-port", type=int, default=int(env("MASTER_PORT")) if env("MASTER_PORT") else None,
+                        help="rank 0's port (default $MASTER_PORT, else 29500 with --nodes, "
+                        "and with --slurm one derived from the job's id, so that two jobs on "
+                        "one node do not collide)")  # fmt: skip
+    parser.add_argument("--save-every", type=int, help="updates between interval checkpoints, "
+                        "saved as well as the epoch ends' (default: the recipe's, "
+                        f"{', '.join(f'{k} {v}' for k, v in SAVE_EVERY.items())}; 0: epoch ends only)")  # fmt: skip
+    parser.add_argument("--hang-timeout", type=float, help="with several workers: seconds without an "
+                        "update, validation or checkpoint after which each worker ends itself, "
+                        f"naming a lost host as the likely cause (default {HANG_TIMEOUT}; 0: never)")  # fmt: skip
     parser.add_argument("--slurm", action="store_true", help="start the workers with srun inside "
                         "a Slurm allocation (nodes and tasks per node from the job)")  # fmt: skip
     parser.add_argument("--cpu", action="store_true", help="train on the CPU (small models only)")
