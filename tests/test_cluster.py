@@ -187,7 +187,7 @@ def test_two_hosts_equal_one_process_and_survive_a_frozen_node(hosts, bible_reci
     resumed, updates = _weights(broken)
     assert updates == 60
     worst = _max_difference(resumed, two)
-    print(f"max |w(killed and resumed) - w(uninterrupted)| = {worst:.3g}")
+    print(f"max |w(frozen, killed and resumed) - w(uninterrupted)| = {worst:.3g}")
     assert worst < 1e-4, worst
     assert json.loads((broken / "run.json").read_text())["status"] == "finished"
 

@@ -183,7 +183,8 @@ def test_updates_stop_the_run_by_updates_with_one_checkpoint():
     flags = _fairseq_flags(cmd)
     assert (_flag(cmd, "--max-update"), _flag(cmd, "--save-interval-updates")) == ("1400", "1400")
     assert "--no-epoch-checkpoints" in flags and "--max-epoch" not in flags and "--keep-last-epochs" not in flags
-    assert record.avg_epochs == "" and plan.kept_checkpoints(flags) == 3  # the last, best, one by updates
+    # one checkpoint by updates, the last, the best, and the copy's temporary file
+    assert record.avg_epochs == "" and plan.peak_count(plan.disk_peak(flags)) == 4
     (huge,), _ = _build(updates=1400, recipe="huge")  # its own stop is --max-update 100000
     assert _fairseq_flags(huge).count("--max-update") == 1 and _flag(huge, "--max-update") == "1400"
     with pytest.raises(RecipeError, match="--updates stops the run by updates .* give one of them"):
@@ -854,8 +855,9 @@ def test_preparation_is_byte_identical_when_repeated(bible_recipe_data, tmp_path
 
 def test_train_refuses_to_start_when_the_checkpoints_cannot_fit(bible_recipe_data, tmp_path):
     """A 1 MB tmpfs as the save dir's disk (mounted here; the tests run as root, as CI does):
-    the run would keep 12 checkpoints of ~16 MB, so it stops before training and names the
-    numbers and the way out; nothing is written there."""
+    at its fullest the run's folder would hold 15 checkpoints of ~16 MB (ten epochs, one by
+    updates, the last, the best, one being written, a copy's temporary), so it stops before
+    training and names the numbers and the way out; nothing is written there."""
     disk = tmp_path / "small"
     disk.mkdir()
     mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)],
@@ -869,7 +871,8 @@ def test_train_refuses_to_start_when_the_checkpoints_cannot_fit(bible_recipe_dat
             capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         assert result.returncode == 2, result.stdout + result.stderr
-        assert "one checkpoint about 0.02 GB; the run keeps 12" in result.stdout
+        assert "one checkpoint about 0.02 GB; at its fullest the run's folder holds 15 (epochs kept 10, " \
+               "interval kept 1, last and best 2, the one being written 1, temporary copy 1;" in result.stdout
         assert "free on the save dir's disk: 0.00 GB" in result.stdout
         assert "--keep-last-epochs N" in result.stderr and "--no-epoch-checkpoints" in result.stderr
         assert list(disk.iterdir()) == []
@@ -877,12 +880,22 @@ def test_train_refuses_to_start_when_the_checkpoints_cannot_fit(bible_recipe_dat
         subprocess.run(["umount", str(disk)], check=True)
 
 
-def test_kept_checkpoints_follow_the_final_flags():
-    assert plan.kept_checkpoints(["--max-epoch", "45", "--keep-last-epochs", "10"]) == 12
-    assert plan.kept_checkpoints(["--keep-last-epochs", "10", "--no-epoch-checkpoints"]) == 2
-    assert plan.kept_checkpoints(["--no-epoch-checkpoints", "--save-interval-updates", "100",
-                                   "--keep-interval-updates", "3"]) == 5  # fmt: skip
-    assert plan.kept_checkpoints(["--no-save"]) == 0
+def test_the_disk_peak_follows_the_final_flags():
+    def peak(flags):
+        return plan.peak_count(plan.disk_peak(flags))
+
+    # ten epochs kept, an eleventh written before the oldest goes, last, best, a copy's temporary
+    assert peak(["--max-epoch", "45", "--keep-last-epochs", "10"]) == 14
+    assert peak(["--max-epoch", "45", "--keep-last-epochs", "10", "--save-interval-updates", "100",
+                 "--keep-interval-updates", "1"]) == 15  # fmt: skip
+    assert peak(["--keep-last-epochs", "10", "--no-epoch-checkpoints"]) == 3
+    assert peak(["--no-epoch-checkpoints", "--save-interval-updates", "100", "--keep-interval-updates", "3"]) == 7
+    assert peak(["--no-save"]) == 0
+    # every published setting keeps its window, one interval checkpoint, and the above
+    for batch in ("8x4096", "128x4096", "80x8000"):
+        (cmd,), record = _build(batch=batch)
+        first, last = (int(e) for e in record.avg_epochs.split("-"))
+        assert peak(_fairseq_flags(cmd)) == (last - first + 1) + 1 + 1 + 2 + 1, batch
 
 
 def test_slurm_sbatch_dry_run_for_two_nodes_of_eight_gpus(tmp_path):
@@ -899,8 +912,21 @@ def test_slurm_sbatch_dry_run_for_two_nodes_of_eight_gpus(tmp_path):
     assert "node 0: ranks 0-7 (cuda:0-7)" in out and "node 1: ranks 8-15 (cuda:0-7)" in out
     command = out.strip().splitlines()[-1]
     assert command.startswith("srun --nodes 2 --ntasks-per-node 8 --kill-on-bad-exit=1 ")
-    assert "-m admin_fairseq.launch --launcher slurm --master-port 29500 -- " in command
+    # the port comes from the job's id (admin_fairseq.launch.job_port) unless one is given
+    assert "-m admin_fairseq.launch --launcher slurm -- " in command
     assert " --distributed-world-size 16" in command and " --update-freq 16 " in command
+    assert " --save-interval-updates 100 --keep-interval-updates 1 " in command  # the huge recipe's
+    env = dict(os.environ, PYTHON=sys.executable, SLURM_JOB_NUM_NODES="2", SLURM_NTASKS_PER_NODE="8",
+               SLURM_NTASKS="16", SLURM_CPUS_PER_TASK="6")  # inside the job: srun asks for its CPUs again
+    result = subprocess.run(
+        ["bash", str(REPO / "recipes/slurm/train.sbatch"), "--dry-run", "--data", str(tmp_path / "wmt17-en-de"),
+         "--method", "admin", "--depth", "18-18", "--batch", "128x4096", "--master-port", "31000"],
+        capture_output=True, text=True, env=env, cwd=REPO,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    command = result.stdout.strip().splitlines()[-1]
+    assert command.startswith("srun --nodes 2 --ntasks-per-node 8 --cpus-per-task 6 --kill-on-bad-exit=1 ")
+    assert "-m admin_fairseq.launch --launcher slurm --master-port 31000 -- " in command
 
 
 def _repeated_flags(command):
@@ -956,3 +982,16 @@ def test_every_corpus_is_one_source_and_refuses_options_that_do_not_apply(tmp_pa
     with pytest.raises(RecipeError, match=r"unknown --corpus 'wmt15-en-fr'; choose from wmt14-en-fr"):
         corpora.source("wmt15-en-fr", corpora.Options(), tmp_path)
     assert not any(tmp_path.iterdir())  # a source writes nothing until its write() is called
+
+
+def test_resuming_on_other_gpus_keeps_the_batch_and_says_the_order_changes(tmp_path):
+    (_, earlier) = _build(gpus=8, save_dir=str(tmp_path / "run"))
+    earlier.write()
+    (_, now) = _build(gpus=4, save_dir=str(tmp_path / "run"))
+    assert train.resubmission_notes(now) == []  # nothing to resume yet
+    (tmp_path / "run" / "checkpoint_last.pt").write_bytes(b"")
+    notes = train.resubmission_notes(now)
+    assert notes[0] == ("resuming a run that trained on 8 worker(s) x --max-tokens 4096 x --update-freq 1; "
+                        "it goes on with 4 x 4096 x 2: the same 32,768 tokens per update (8x4096)")
+    assert "ordered differently from here on" in notes[1]
+    assert train.resubmission_notes(earlier) == []  # the same workers: nothing to say

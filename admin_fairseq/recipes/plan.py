@@ -432,19 +432,43 @@ def _src_lang(data_bin):
     return found[0].name.split(".")[1] if found else "src"
 
 
-def kept_checkpoints(flags):
-    """How many full checkpoints the run keeps at once, read from its final flags."""
+#: what the evaluate step's averaged.pt holds of a checkpoint: the fp32 weights, no moments
+AVERAGED_SHARE = 4 / CHECKPOINT_BYTES_PER_PARAMETER
+
+
+def disk_peak(flags):
+    """``{part: full checkpoints}`` that the run's folder holds at its fullest, read from its
+    final flags: the epoch and interval checkpoints kept, ``checkpoint_last.pt`` and
+    ``checkpoint_best.pt``, and what a save adds for a moment: fairseq writes the new epoch
+    or interval checkpoint before it deletes the oldest kept one, and copies it to
+    ``checkpoint_last.pt`` (and ``checkpoint_best.pt``) through a temporary file. The
+    evaluate step's ``averaged.pt`` comes after training, when nothing is being written:
+    ``"averaged"`` is its share of one checkpoint (weights only)."""
     if "--no-save" in flags:
-        return 0
+        return {}
     epochs = 0 if "--no-epoch-checkpoints" in flags else int(flag_value(flags, "--keep-last-epochs", -1))
     if epochs < 0:  # fairseq's default: keep every epoch checkpoint
         epochs = int(flag_value(flags, "--max-epoch", 0)) or 100
-    updates = 0
+    interval = 0
     if int(flag_value(flags, "--save-interval-updates", 0)) > 0:
-        updates = int(flag_value(flags, "--keep-interval-updates", -1))
-        if updates < 0:
-            updates = int(flag_value(flags, "--max-update", 0)) // int(flag_value(flags, "--save-interval-updates"))
-    return epochs + updates + 2  # + checkpoint_last.pt and checkpoint_best.pt
+        interval = int(flag_value(flags, "--keep-interval-updates", -1))
+        if interval < 0:  # keep every one
+            interval = int(flag_value(flags, "--max-update", 0)) // int(flag_value(flags, "--save-interval-updates"))
+    # a kept number is a rotation: the new checkpoint is written before the oldest goes
+    rotating = ((epochs > 0 and int(flag_value(flags, "--keep-last-epochs", -1)) > 0)
+                or (interval > 0 and int(flag_value(flags, "--keep-interval-updates", -1)) > 0))  # fmt: skip
+    return {"epochs kept": epochs, "interval kept": interval, "last and best": 2,
+            "the one being written": 1 if rotating else 0, "temporary copy": 1,
+            "averaged": AVERAGED_SHARE}
+
+
+def peak_count(peak):
+    """The most checkpoints at once: training's peak, or what stays plus averaged.pt."""
+    if not peak:
+        return 0
+    training = sum(v for k, v in peak.items() if k != "averaged")
+    after = peak["epochs kept"] + peak["interval kept"] + peak["last and best"] + peak["averaged"]
+    return max(training, after)
 
 
 def _free_bytes(path):
@@ -455,25 +479,30 @@ def _free_bytes(path):
 
 
 def check_disk(record, log=print):
-    """Print the size of one checkpoint, of all the run keeps, and the free space of the save
-    dir's disk; raise RecipeError when they cannot fit."""
+    """Print the size of one checkpoint, the most the run's folder holds at once
+    (:func:`disk_peak`), and the free space of the save dir's disk; raise RecipeError when
+    they cannot fit."""
     params, one = checkpoint_bytes(record)
     if one is None:
         log("[train] checkpoint size: unknown until the data is prepared (needs its dictionary)")
         return None
-    count = kept_checkpoints(record.fairseq_flags)
+    peak = disk_peak(record.fairseq_flags)
+    count = peak_count(peak)
     need, free = one * count, _free_bytes(record.save_dir)
     gb = 1e9
-    log(f"[train] {params:,} parameters: one checkpoint about {one / gb:.2f} GB; the run keeps "
-        f"{count} ({need / gb:.2f} GB); free on the save dir's disk: {free / gb:.2f} GB")
+    parts = ", ".join(f"{k} {v:g}" for k, v in peak.items() if v and k != "averaged")
+    log(f"[train] {params:,} parameters: one checkpoint about {one / gb:.2f} GB; at its fullest the "
+        f"run's folder holds {count:g} ({parts}; then averaged.pt, {AVERAGED_SHARE:.2g} of one): "
+        f"{need / gb:.2f} GB; free on the save dir's disk: {free / gb:.2f} GB")  # fmt: skip
     if need > free:
         raise RecipeError(
-            f"the run keeps {count} checkpoints of about {one / gb:.2f} GB ({need / gb:.2f} GB) but "
-            f"{record.save_dir} has {free / gb:.2f} GB free; free space, choose another "
-            "--save-dir, or keep fewer after -- (e.g. --keep-last-epochs N, which narrows the "
-            "averaging window, or --no-epoch-checkpoints)"
+            f"the run's folder needs up to {count:g} checkpoints of about {one / gb:.2f} GB "
+            f"({need / gb:.2f} GB) but {record.save_dir} has {free / gb:.2f} GB free; free space, "
+            "choose another --save-dir, or keep fewer after -- (e.g. --keep-last-epochs N, which "
+            "narrows the averaging window, or --no-epoch-checkpoints)"
         )
-    return {"parameters": params, "checkpoint_bytes": one, "kept": count, "free_bytes": free}
+    return {"parameters": params, "checkpoint_bytes": one, "peak": peak, "peak_count": count,
+            "free_bytes": free}
 
 
 def check_fairseq_flags(commands):

@@ -55,6 +55,29 @@ def finished_before(record):
     return previous is not None and previous.finished and previous.fairseq_flags == record.fairseq_flags
 
 
+def resubmission_notes(record):
+    """What changes when a run resumes on another number of workers (or another
+    --max-tokens): the batch per update stays (``--update-freq`` is computed again), the
+    order of the batches does not."""
+    try:
+        previous = RunRecord.read_if_any(record.save_dir)
+    except RecipeError:
+        return []
+    if previous is None or not (Path(record.save_dir) / "checkpoint_last.pt").exists():
+        return []
+    before = (previous.workers, previous.max_tokens, previous.update_freq)
+    now = (record.workers, record.max_tokens, record.update_freq)
+    if before == now:
+        return []
+    return [
+        f"resuming a run that trained on {before[0]} worker(s) x --max-tokens {before[1]} x "
+        f"--update-freq {before[2]}; it goes on with {now[0]} x {now[1]} x {now[2]}: the same "
+        f"{record.arithmetic.split(' = ')[1]} ({record.batch})",
+        "the batches are cut and ordered differently from here on (fairseq shards them by "
+        "worker), so the run will not repeat the one it would have been on the earlier workers",
+    ]
+
+
 def _tee(command, log_path, env, on_line, log):
     with open(log_path, "a", encoding="utf-8") as logfile:
         logfile.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(command)}\n")
@@ -276,6 +299,8 @@ def main(argv=None):
         print(f"[train] {record.save_dir} already finished this exact command (see its run.json); "
               "nothing to do. --force trains it again from its last checkpoint")  # fmt: skip
         return 0
+    for line in resubmission_notes(record):
+        print(f"[train] {line}")
     print(f"[train] {record.command}")
     log_name = "train.log" if record.node_rank == 0 else f"logs/node{record.node_rank}.log"
     print(f"[train] log: {Path(record.save_dir) / log_name}")
