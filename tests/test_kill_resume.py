@@ -175,3 +175,45 @@ def test_two_cpu_workers_match_one_worker_with_update_freq_2(bible, tmp_path):
     assert worst < 1e-4, worst  # 0 here; other reduction orders may differ in the last bits
     omega = "decoder.layers.2.encoder_attn_residual.omega"
     assert not torch.allclose(one[omega], torch.full_like(one[omega], one[omega][0].item()))
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_train_step_saves_stops_and_resumes_exactly(bible_recipe_data, tmp_path):
+    """SIGTERM (a preemption) to the recipe's train step: it passes the signal to its worker,
+    which saves checkpoint_last.pt after the update it is in and stops with status 75; the
+    same command again resumes and ends with the weights of an uninterrupted run."""
+    from admin_fairseq.resilience import EXIT_SAVED
+
+    def command(save_dir):
+        return [sys.executable, "-m", "admin_fairseq.recipes.train", "--data", str(bible_recipe_data),
+                "--method", "admin", "--depth", "2-2", "--batch", "1x512", "--recipe", "regular",
+                "--cpu", "--size", "cpu", "--updates", "40", "--log-interval", "5",
+                "--save-dir", str(save_dir), "--", "--dropout", "0"]  # fmt: skip
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    reference = subprocess.run(command(tmp_path / "whole"), capture_output=True, text=True, env=env, timeout=600)
+    assert reference.returncode == 0, reference.stdout[-3000:] + reference.stderr[-3000:]
+
+    run = tmp_path / "stopped"
+    proc = subprocess.Popen(command(run), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    output = ""
+    for line in proc.stdout:
+        output += line
+        if '"num_updates": "10"' in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    output += proc.communicate(timeout=300)[0]
+    assert proc.returncode == EXIT_SAVED, output[-3000:]
+    assert "SIGTERM received: saving checkpoint_last.pt after this update" in output
+    saved = int(re.search(r"checkpoint_last.pt saved at update (\d+) \(SIGTERM\)", output).group(1))
+    assert 10 <= saved < 40
+    assert '"status": "stopped on a signal (saved; run again to resume)"' in (run / "run.json").read_text()
+
+    again = subprocess.run(command(run), capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert f"(epoch 1 @ {saved} updates)" in again.stdout
+    whole = read_checkpoint(tmp_path / "whole" / "checkpoint_last.pt")["model"]
+    resumed = read_checkpoint(run / "checkpoint_last.pt")["model"]
+    worst = max((whole[k] - resumed[k]).abs().max().item() for k in whole)
+    print(f"stopped by SIGTERM at update {saved}, resumed: max |w - w(uninterrupted)| = {worst:.3g}")
+    assert worst == 0.0
