@@ -207,7 +207,7 @@ def _wait_for(check, what, timeout=60):
 def slurm(tmp_path_factory):
     """A one-node Slurm cluster on this machine (2 CPUs, no GPU) and its own munge daemon;
     yields the environment for its clients. Every daemon is stopped afterwards."""
-    require_cluster_tools("the Slurm test", ["munged", "slurmctld", "slurmd", "sbatch"])
+    require_cluster_tools("the Slurm tests", ["munged", "slurmctld", "slurmd", "sbatch"])
     root = tmp_path_factory.mktemp("slurm")
     root.chmod(0o711)  # munged wants its socket's folder reachable by every user
     for sub in ("state", "spool"):

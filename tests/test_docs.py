@@ -144,3 +144,16 @@ def test_the_preset_size_table_is_the_scripts_output_and_in_the_docs():
     table = preset_sizes.markdown(preset_sizes.rows(32000), 32000)
     assert (REPO / "results" / "preset_sizes" / "table.md").read_text() == table
     assert table in (REPO / "docs" / "performance.md").read_text()
+
+
+def test_the_disk_table_is_the_scripts_output_and_in_the_cluster_page(monkeypatch):
+    """docs/cluster.md shows results/disk_peak/table.md, and its rows are what
+    scripts/disk_peak.py computes (checked here for the 6-6 and 100-100 rows of 8x4096)."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import disk_peak
+
+    committed = (REPO / "results" / "disk_peak" / "table.md").read_text()
+    assert committed.split("\n\nComputed by")[0] in (REPO / "docs" / "cluster.md").read_text()
+    monkeypatch.setattr(disk_peak, "SETTINGS", [("wmt17-en-de", 32000, "8x4096", 8, ["6-6", "100-100"])])
+    for line in disk_peak.markdown(disk_peak.rows()).splitlines()[2:4]:
+        assert line in committed, line
