@@ -163,7 +163,8 @@ def fold_omegas(state_dict, args):
 def plain_model_args(args):
     """The model configuration of the exported checkpoint: fairseq's ``transformer`` with
     every dimension explicit, as a plain dict (loadable with torch's weights_only)."""
-    plain = {k: v for k, v in vars(args).items() if not k.startswith("admin_") and k != "deepnet"}
+    plain = {k: v for k, v in vars(args).items()
+             if not k.startswith("admin_") and k not in ("deepnet", "bf16_autocast")}  # fmt: skip
     plain["arch"] = plain["_name"] = "transformer"
     plain.pop("user_dir", None)
     return plain

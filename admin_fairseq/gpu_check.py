@@ -20,7 +20,9 @@ Five steps, each printed as it runs and written to ``--out`` (``gpu_check.json``
    master weights) for profiled Admin in two steps (a profiling run writes the omegas, the
    training run reads them) with a checkpoint, then the same command resumed; admin-torch's
    ``--memory-efficient-fp16`` with in-run profiling, broadcast from rank 0, on two
-   processes over NCCL when there are two GPUs or more (one process otherwise);
+   processes over NCCL when there are two GPUs or more (one process otherwise); and the
+   plugin's ``--bf16-autocast`` (the recipes' ``--precision bf16``), skipped with the
+   GPU's name on a GPU without bfloat16;
 5. the test suite's ``gpu`` tests (``pytest -m gpu``), when the repository's tests are there.
 
 ``--tiny`` shrinks every model (width 32) and the training (a few updates) so that the
@@ -236,6 +238,16 @@ def recipe_paths(device, tiny, work):
     rows["adam-memory-efficient-fp16-profiled"] = dict(
         row, workers=workers, backend=backend, ok=row["finite"] and row["updates"] == 4
         and "Admin profiled" in output)  # fmt: skip
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        name = torch.cuda.get_device_name(device)
+        say(f"4/5 --precision bf16: skipped, {name} has no bfloat16 (compute capability 8.0 or newer needs it)")
+        rows["adam-bf16-autocast"] = {"ok": True, "skipped": f"{name} has no bfloat16", "updates": 0, "losses": []}
+        return rows
+    say("4/5 Adam, --bf16-autocast (the recipes' --precision bf16: fp32 weights, bf16 compute), 4 updates")
+    bf16 = ["--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--bf16-autocast"]
+    output = _launch(_dummy_flags(tiny, work / "bf16", ["--admin-init", "--admin-as-parameter"], bf16, 4), device, 1)
+    row = _trained(output, work / "bf16")
+    rows["adam-bf16-autocast"] = dict(row, ok=row["finite"] and row["updates"] == 4)
     return rows
 
 
@@ -273,6 +285,9 @@ def report_markdown(result):
     for name, row in result["recipe_paths"].items():
         updates = f"{row['resumed_from']} then resumed to {row['resumed_to']}" if "resumed_to" in row else row["updates"]
         workers = f" ({row['workers']} workers, {row['backend']})" if "workers" in row else ""
+        if row.get("skipped"):
+            lines.append(f"| {name} | skipped: {row['skipped']} | - | {row['ok']} |")
+            continue
         lines.append(f"| {name}{workers} | {updates} | {row['losses'][-1]:.3f} | {row['ok']} |")
     lines += ["", f"gpu tests: {result['gpu_tests']['summary']}", ""]
     return "\n".join(lines)
@@ -337,6 +352,9 @@ def main(argv=None):
 
     result["recipe_paths"] = paths = recipe_paths(device, args.tiny, work)
     for name, row in paths.items():
+        if row.get("skipped"):
+            say(f"{name}: skipped ({row['skipped']})")
+            continue
         say(f"{name}: {'ok' if row['ok'] else 'FAILED'} ({row['updates']} updates, last loss {row['losses'][-1]:.3f})")
 
     if args.no_tests:

@@ -100,6 +100,7 @@ def settings_from(args):
     settings["text"] = ({"src": args.src, "tgt": args.tgt, "train": args.train, "valid": args.valid,
                          "test": args.test} if args.corpus == "text" else None)  # fmt: skip
     settings["gpus"] = args.gpus
+    settings["precision"] = args.precision
     if settings["jobs"] is None:  # one run per core on the CPU, one at a time on GPUs
         n_methods = len([m for m in settings["methods"].split(",") if m.strip()])
         settings["jobs"] = 1 if args.gpus else max(1, min(n_methods, os.cpu_count() or 1))
@@ -121,6 +122,7 @@ def training_command(settings, method, data, run_dir):
     run = plan.RunSettings(
         data=data, method=method, depth=settings["depth"], batch=f"{max(gpus, 1)}x{settings['max_tokens']}",
         recipe="regular", size="cpu", cpu=not gpus, gpus=gpus or None, save_dir=run_dir,
+        precision=settings.get("precision"),
         updates=int(settings["updates"]), seed=settings["seed"], log_interval=10,
         # the main job's own model width and schedule, in place of the recipe's
         extra=[*size_flags, "--lr", str(settings["lr"]), "--warmup-updates", str(settings["warmup"]),
@@ -317,8 +319,12 @@ def parse_args(argv=None):
     parser.add_argument("--train-size", type=int, help="cap on training verses (default all)")
     parser.add_argument("--vocab-size", type=int, help="joint sentencepiece size (default 8000)")
     parser.add_argument("--beam", type=int, help="beam size (default 4)")
-    parser.add_argument("--gpus", type=int, default=0, help="train on N GPUs in fp16 (recipe "
-                        "settings: memory-efficient fp16; --max-tokens per GPU) instead of the CPU")
+    parser.add_argument("--gpus", type=int, default=0, help="train on N GPUs (--max-tokens per "
+                        "GPU) instead of the CPU, in the recipe's memory-efficient fp16 unless "
+                        "--precision says otherwise")  # fmt: skip
+    parser.add_argument("--precision", choices=["recipe", "fp32", "amp", "bf16"],
+                        help="the train step's --precision (default: fp32 on the CPU, recipe = "
+                        "memory-efficient fp16 with --gpus); bf16 runs on the CPU too")  # fmt: skip
     parser.add_argument("--jobs", type=int, help="runs trained side by side on the CPU, each with "
                         "cores/jobs threads (default: one per core, at most one per method)")
     parser.add_argument("--seed", type=int, default=1)

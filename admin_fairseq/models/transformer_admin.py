@@ -156,6 +156,11 @@ def check_admin_args(args):
                 raise ValueError(
                     f"{flag} has no effect without --admin-init; add --admin-init or drop {flag}"
                 )
+    if getattr(args, "admin_omega_fp32", False) and not (args.admin_as_parameter or args.admin_profile):
+        raise ValueError(
+            "--admin-omega-fp32 keeps trainable omegas in fp32; it needs --admin-as-parameter "
+            "or --admin-profile (the scalar omegas of --admin-init alone are fixed buffers)"
+        )
     fp16_master_copies = (
         (getattr(args, "fp16", False) or getattr(args, "bf16", False))
         and not getattr(args, "memory_efficient_fp16", False)
@@ -209,6 +214,35 @@ def check_admin_args(args):
     ):
         if value < 1:
             raise ValueError(f"{flag} must be >= 1 with {method}; got {value}")
+
+
+def check_bf16(args):
+    """``--bf16-autocast`` alone of the precisions, and only where it can run; fairseq's own
+    ``--bf16`` refused inside fairseq-train with the reason. Checked in ``fairseq-train``
+    only: a checkpoint trained in bf16 loads anywhere (its weights are fp32)."""
+    if "fairseq_cli.train" not in sys.modules:
+        return
+    if getattr(args, "bf16", False) or getattr(args, "memory_efficient_bf16", False):
+        raise ValueError(
+            "fairseq 0.12's --bf16/--memory-efficient-bf16 imply --tpu (they run through "
+            "torch_xla on an XLA device, on a GPU machine too); use --bf16-autocast (the "
+            "recipes' --precision bf16): fp32 weights, bf16 compute, on GPUs and CPUs"
+        )
+    if not getattr(args, "bf16_autocast", False):
+        return
+    half = [flag for flag, name in (("--fp16", "fp16"), ("--memory-efficient-fp16", "memory_efficient_fp16"),
+                                    ("--amp", "amp")) if getattr(args, name, False)]  # fmt: skip
+    if half:
+        raise ValueError(f"--bf16-autocast and {' and '.join(half)} are two precisions; give one")
+    if not getattr(args, "cpu", False) and torch.cuda.is_available():
+        device = getattr(args, "device_id", 0) or 0
+        if not torch.cuda.is_bf16_supported():
+            raise ValueError(
+                f"--bf16-autocast: the GPU {torch.cuda.get_device_name(device)} (compute capability "
+                f"{'.'.join(map(str, torch.cuda.get_device_capability(device)))}) does not support "
+                "bfloat16; bf16 needs compute capability 8.0 or newer (A100, H100, RTX 30xx and "
+                "later). Use --precision recipe (fp16) or fp32"
+            )
 
 
 def check_half_precision_device(args):
@@ -392,6 +426,20 @@ class AdminTransformerModel(TransformerModel):
             "FILE (JSON, for --admin-profile-from) and stop before the first update",
         )
         parser.add_argument(
+            "--bf16-autocast",
+            action="store_true",
+            help="compute in bfloat16 through torch.autocast: weights, gradients, optimizer "
+            "state and checkpoints stay fp32, and no loss scaler is needed (GPUs with bf16, "
+            "Ampere and newer, and CPUs); fairseq 0.12's own --bf16 runs on TPUs only",
+        )
+        parser.add_argument(
+            "--admin-omega-fp32",
+            action="store_true",
+            help="with trainable omegas under --fp16/--memory-efficient-fp16: keep the omegas "
+            "in fp32 while the rest of the model is fp16, so that small updates are not lost "
+            "to fp16 rounding (off by default: the published recipes' behaviour)",
+        )
+        parser.add_argument(
             "--deepnet",
             action="store_true",
             help="DeepNet/DeepNorm baseline: alpha-scaled skip branch, Xavier-normal "
@@ -405,12 +453,15 @@ class AdminTransformerModel(TransformerModel):
             # 0 until the omegas are profiled (or loaded); saved with the checkpoint
             self.register_buffer("admin_omega_profiled", torch.zeros(()))
         self.admin_profile_to = getattr(args, "admin_profile_to", None)
+        self.bf16_autocast = bool(getattr(args, "bf16_autocast", False))
+        self.admin_omega_fp32 = bool(getattr(args, "admin_omega_fp32", False))
 
     @classmethod
     def build_model(cls, args, task):
         base_architecture(args)  # fill in flags missing from older checkpoints
         check_admin_args(args)
         check_half_precision_device(args)
+        check_bf16(args)
         model = super().build_model(args, task)
         if args.admin_profile_from:
             load_omega_profile(model, args.admin_profile_from)
@@ -438,6 +489,17 @@ class AdminTransformerModel(TransformerModel):
             cfg, tgt_dict, embed_tokens, no_encoder_attn=cfg.no_cross_attention
         )
 
+    def half(self):
+        """fairseq's fp16 trainers (and ``--fp16`` in fairseq-generate) call this; with
+        ``--admin-omega-fp32`` the trainable omegas stay fp32 (each residual casts its omega
+        to the stream's dtype when it computes, so the forward is the fp16 one)."""
+        super().half()
+        if self.admin_omega_fp32:
+            for _, module in _omega_residuals(self):
+                if isinstance(module.omega, torch.nn.Parameter):
+                    module.omega.data = module.omega.data.float()
+        return self
+
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
         if strict:
             check_omega_shapes(self, state_dict)
@@ -448,8 +510,12 @@ class AdminTransformerModel(TransformerModel):
         if self.training and getattr(self, "admin_omega_profiled", None) is not None:
             if not self.admin_omega_profiled.item():
                 self.profile_omegas(src_tokens, src_lengths, prev_output_tokens)
-        return super().forward(src_tokens, src_lengths, prev_output_tokens, return_all_hiddens,
-                               features_only, alignment_layer, alignment_heads)  # fmt: skip
+        # --bf16-autocast: training and validation compute in bf16 (the weights stay fp32;
+        # the criterion takes the log-softmax in fp32); beam search, which calls the encoder
+        # and decoder directly, stays in the weights' precision
+        with torch.autocast(src_tokens.device.type, dtype=torch.bfloat16, enabled=self.bf16_autocast):
+            return super().forward(src_tokens, src_lengths, prev_output_tokens, return_all_hiddens,
+                                   features_only, alignment_layer, alignment_heads)  # fmt: skip
 
     @torch.no_grad()
     def profile_omegas(self, src_tokens, src_lengths, prev_output_tokens):
@@ -519,6 +585,8 @@ def _admin_defaults(args):
     args.admin_profile_from = getattr(args, "admin_profile_from", None)
     args.admin_profile_to = getattr(args, "admin_profile_to", None)
     args.deepnet = getattr(args, "deepnet", False)
+    args.bf16_autocast = getattr(args, "bf16_autocast", False)
+    args.admin_omega_fp32 = getattr(args, "admin_omega_fp32", False)
 
 
 @register_model_architecture("transformer_admin", "transformer_admin")

@@ -18,9 +18,9 @@ from admin_fairseq.recipes import RecipeError
 from admin_fairseq.recipes.record import RunRecord
 from admin_fairseq.recipes.published import BIG_HUGE_LR, COMMON, METHODS, PUBLISHED_BATCHES, RECIPES, SAVE_EVERY, SIZES
 
-#: --precision -> flags; "recipe" is the recipe's own fp16 flags. There is no bf16: in
-#: fairseq 0.12, --bf16 implies --tpu (it needs torch_xla and an XLA device, on a GPU too).
-PRECISIONS = {"recipe": None, "fp32": [], "amp": ["--amp"]}
+#: --precision -> flags; "recipe" is the recipe's own fp16 flags; "bf16" is the plugin's
+#: autocast (fairseq 0.12's own --bf16 implies --tpu: it needs torch_xla and an XLA device).
+PRECISIONS = {"recipe": None, "fp32": [], "amp": ["--amp"], "bf16": ["--bf16-autocast"]}
 #: Everything a --cpu command changes in the command a GPU gets, and why; nothing else
 #: differs (tests/test_gpu_faithful.py holds every recipe command to this list, and
 #: docs/development.md explains each entry).
@@ -236,10 +236,12 @@ def build(settings, env=None):
     size = settings.size or recipe.get("size", "base")
     if size not in SIZES:
         raise RecipeError(f"unknown --size {size!r}; choose from {', '.join(SIZES)}")
-    if settings.precision == "bf16":
+    tpu_bf16 = [f for f in settings.extra if f.split("=")[0] in ("--bf16", "--memory-efficient-bf16")]
+    if tpu_bf16:
         raise RecipeError(
-            "--precision bf16 is not offered: fairseq 0.12's --bf16 implies --tpu (it runs on "
-            f"an XLA device through torch_xla, not on a GPU); choose from {', '.join(PRECISIONS)}"
+            f"{tpu_bf16[0]} is fairseq 0.12's TPU precision (it implies --tpu and runs through "
+            "torch_xla, on a GPU machine too); use --precision bf16: fp32 weights, bf16 compute "
+            "through autocast, on GPUs with bf16 and on CPUs"
         )
     if settings.precision not in (None, *PRECISIONS):
         raise RecipeError(f"unknown --precision {settings.precision!r}; choose from {', '.join(PRECISIONS)}")

@@ -216,7 +216,9 @@ def make_parser():
                         "(fairseq's --max-update N): one checkpoint, at the end; the evaluate step "
                         "then translates with it (excludes --avg-epochs)")  # fmt: skip
     parser.add_argument("--precision", help=f"{', '.join(PRECISIONS)} (default: recipe = the "
-                        "published fp16 flags on GPUs, fp32 with --cpu)")  # fmt: skip
+                        "published fp16 flags on GPUs, fp32 with --cpu; bf16 = fp32 weights and "
+                        "bf16 compute through autocast, no loss scaler: GPUs from A100/H100 on, "
+                        "and CPUs)")  # fmt: skip
     parser.add_argument("--gpus", type=int, help="GPUs per node (default: detected)")
     parser.add_argument("--cpu-workers", type=int, default=1,
                         help="with --cpu: processes per node (default 1; gloo)")
