@@ -23,7 +23,6 @@ bf16 units (most), bf16 is slower than fp32: the figures say so as they are.
 """
 
 import argparse
-import json
 import os
 import platform
 import statistics

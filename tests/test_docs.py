@@ -4,6 +4,7 @@ failure-mode tests run, with its message; docs/development.md explains each chan
 to a GPU command; docs/cluster.md's omega table is the script's output. (The README's own
 tables and commands: tests/test_readme.py.)"""
 
+import json
 import re
 import shlex
 import sys
@@ -157,3 +158,12 @@ def test_the_disk_table_is_the_scripts_output_and_in_the_cluster_page(monkeypatc
     monkeypatch.setattr(disk_peak, "SETTINGS", [("wmt17-en-de", 32000, "8x4096", 8, ["6-6", "100-100"])])
     for line in disk_peak.markdown(disk_peak.rows()).splitlines()[2:4]:
         assert line in committed, line
+
+
+def test_the_precision_benchmark_in_the_cluster_page_is_its_results_file():
+    results = (REPO / "results" / "bench_precision" / "results.md").read_text().strip()
+    assert results in (REPO / "docs" / "cluster.md").read_text()
+    rows = json.loads((REPO / "results" / "bench_precision" / "results.json").read_text())["rows"]
+    bf16 = next(r for r in rows if r["precision"] == "bf16")
+    assert f"({bf16['speed_ratio']:.2f} times its speed)" in (REPO / "docs" / "cluster.md").read_text()
+    assert f"({bf16['memory_ratio']:.2f} times:" in (REPO / "docs" / "cluster.md").read_text()

@@ -171,3 +171,14 @@ def test_the_plot_title_names_the_corpus_as_the_user_would(bible_recipe_data, tm
     (folder / "prepare.json").write_text('{"corpus": "text", "train": "/home/me/corpus/train", "src": "de"}')
     assert corpus_name(folder) == "corpus/train"  # the user's prefix, not "train"
     assert corpus_name(tmp_path / "no-record") == "no-record"
+
+
+def test_the_main_jobs_precision_reaches_its_training_command(tmp_path):
+    from admin_fairseq import main_job
+
+    for argv, precision, flag in ((["--precision", "bf16"], "bf16", "--bf16-autocast"), ([], "fp32", None),
+                                  (["--gpus", "1"], "recipe", "--memory-efficient-fp16")):  # fmt: skip
+        settings = main_job.settings_from(main_job.parse_args(argv))
+        _, record = main_job.training_command(settings, "admin", tmp_path / "data", tmp_path / "admin")
+        assert record.precision == precision, argv
+        assert flag is None or flag in record.fairseq_flags, argv
