@@ -56,3 +56,15 @@ def test_cli_exits_2_with_the_message():
                              "--", *FLAGS], capture_output=True, text=True, env={"PATH": "/usr/bin"})  # fmt: skip
     assert result.returncode == 2
     assert "launch: error: --launcher torchrun, but RANK, WORLD_SIZE" in result.stderr
+
+
+def test_each_worker_uses_the_gpu_it_sees_and_slurm_jobs_get_their_own_port():
+    from admin_fairseq.launch import LaunchError, device_index, job_port
+
+    assert device_index(3, 8) == 3  # every task sees the node's 8 GPUs: its local rank
+    assert device_index(3, 1) == 0  # one GPU per task (--gpus-per-task=1, --gpu-bind): its own
+    assert device_index(0, 1) == 0
+    with pytest.raises(LaunchError, match=r"local rank 5 but this task sees 4 GPU\(s\)"):
+        device_index(5, 4)
+    assert job_port(1) == 15001 and job_port(2) == 15002 and job_port(15000) == 15000
+    assert all(15000 <= job_port(i) < 30000 for i in (0, 14999, 987654321))
