@@ -11,6 +11,7 @@ files. The prepare step (:mod:`admin_fairseq.recipes.prepare`) does the rest the
 all of them: the joint sentencepiece model, fairseq's binaries, and ``counts.json``.
 """
 
+import dataclasses
 from pathlib import Path
 
 from admin_fairseq.corpora import bible, iwslt14, text, wmt
@@ -32,7 +33,7 @@ def source(corpus, options, out_dir, log=print):
         raise RecipeError(f"--{' --'.join(given_text)} {verb} to --corpus text only")
     if corpus in wmt.TASKS or corpus == iwslt14.NAME:
         raw_dir = options.raw_dir or Path(out_dir) / "raw"
-        options = Options(**{**options.__dict__, "raw_dir": str(raw_dir)})
+        options = dataclasses.replace(options, raw_dir=str(raw_dir))
         if corpus == iwslt14.NAME:
             return iwslt14.source(options)
         return wmt.source(corpus, options)
