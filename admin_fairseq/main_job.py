@@ -59,6 +59,10 @@ QUICK = {
 }  # fmt: skip
 
 
+#: the main job's runs record the stability monitor at every log line (docs/monitor.md)
+MONITOR_INTERVAL = 10
+
+
 def _minutes(seconds):
     return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
 
@@ -123,7 +127,7 @@ def training_command(settings, method, data, run_dir):
         data=data, method=method, depth=settings["depth"], batch=f"{max(gpus, 1)}x{settings['max_tokens']}",
         recipe="regular", size="cpu", cpu=not gpus, gpus=gpus or None, save_dir=run_dir,
         precision=settings.get("precision"),
-        updates=int(settings["updates"]), seed=settings["seed"], log_interval=10,
+        updates=int(settings["updates"]), seed=settings["seed"], log_interval=10, monitor=MONITOR_INTERVAL,
         # the main job's own model width and schedule, in place of the recipe's
         extra=[*size_flags, "--lr", str(settings["lr"]), "--warmup-updates", str(settings["warmup"]),
                "--dropout", "0.1", "--validate-interval-updates", str(settings["valid_every"])],

@@ -78,7 +78,7 @@ def load():
         return fairseq
     check_fairseq_version(getattr(fairseq, "__version__", "unknown"), getattr(fairseq, "__file__", "?"))
     _loaded = True
-    from admin_fairseq import checkpoint_compat, checkpoints
+    from admin_fairseq import checkpoint_compat, checkpoints, monitor
     from admin_fairseq.models import transformer_admin  # noqa: F401  registers transformer_admin*
     from admin_fairseq.optim import radam  # noqa: F401  registers --optimizer radam
 
@@ -86,4 +86,5 @@ def load():
     checkpoint_compat.allow_resuming_on_several_workers()
     checkpoint_compat.atomic_checkpoint_copies()
     checkpoints.guard_fairseq_loader()
+    monitor.install()
     return fairseq

@@ -38,7 +38,7 @@ from fairseq.models.transformer import (
 from fairseq.models.transformer import transformer_legacy as fairseq_archs
 from fairseq.modules.checkpoint_activations import checkpoint_wrapper
 
-from admin_fairseq import atomic
+from admin_fairseq import atomic, monitor
 from admin_fairseq.core.deepnorm import encoder_decoder_constants
 from admin_fairseq.core.omega import OUTPUT_CHANGE_SCALES, calculate_init, canonical_scale
 from admin_fairseq.modules.transformer_layer import (
@@ -440,6 +440,30 @@ class AdminTransformerModel(TransformerModel):
             "to fp16 rounding (off by default: the published recipes' behaviour)",
         )
         parser.add_argument(
+            "--admin-monitor-interval",
+            type=int,
+            metavar="N",
+            help="every N updates, record per layer the branch's share of the "
+            "variance before each LayerNorm, the omegas, the gradient norm and the output change "
+            "the update caused on a fixed batch, in fairseq's log and TensorBoard, and warn when "
+            "they leave their early range (0: off, the default; "
+            f"{monitor.DEFAULT_INTERVAL} is a good start)",
+        )
+        parser.add_argument(
+            "--admin-monitor-factor",
+            type=float,
+            metavar="F",
+            help="with --admin-monitor-interval: warn when the output change per update or a "
+            "branch share leaves the range it held early in the run by more than F times "
+            f"(default {monitor.DEFAULT_FACTOR:g})",
+        )
+        parser.add_argument(
+            "--admin-monitor-stop",
+            action="store_true",
+            help="with --admin-monitor-interval: stop the run on the monitor's first warning "
+            f"(exit status {monitor.EXIT_UNSTABLE}) instead of going on",
+        )
+        parser.add_argument(
             "--deepnet",
             action="store_true",
             help="DeepNet/DeepNorm baseline: alpha-scaled skip branch, Xavier-normal "
@@ -455,6 +479,12 @@ class AdminTransformerModel(TransformerModel):
         self.admin_profile_to = getattr(args, "admin_profile_to", None)
         self.bf16_autocast = bool(getattr(args, "bf16_autocast", False))
         self.admin_omega_fp32 = bool(getattr(args, "admin_omega_fp32", False))
+        interval = getattr(args, "admin_monitor_interval", 0) or 0
+        if interval and "fairseq_cli.train" in sys.modules:  # training only, not generate
+            # a plain attribute (not a module): nothing of it goes into the state dict
+            self.admin_monitor = monitor.StabilityMonitor(
+                self, interval, args.admin_monitor_factor, args.admin_monitor_stop
+            )
 
     @classmethod
     def build_model(cls, args, task):
@@ -462,6 +492,7 @@ class AdminTransformerModel(TransformerModel):
         check_admin_args(args)
         check_half_precision_device(args)
         check_bf16(args)
+        monitor.check_args(args)
         model = super().build_model(args, task)
         if args.admin_profile_from:
             load_omega_profile(model, args.admin_profile_from)
@@ -587,6 +618,9 @@ def _admin_defaults(args):
     args.deepnet = getattr(args, "deepnet", False)
     args.bf16_autocast = getattr(args, "bf16_autocast", False)
     args.admin_omega_fp32 = getattr(args, "admin_omega_fp32", False)
+    args.admin_monitor_interval = getattr(args, "admin_monitor_interval", 0)
+    args.admin_monitor_factor = getattr(args, "admin_monitor_factor", monitor.DEFAULT_FACTOR)
+    args.admin_monitor_stop = getattr(args, "admin_monitor_stop", False)
 
 
 @register_model_architecture("transformer_admin", "transformer_admin")

@@ -5,7 +5,9 @@
 For each run folder it reads ``run.json`` (method, depth, batch), the JSON log lines of
 ``train.log`` (training loss every ``--log-interval`` updates, validation loss) and
 ``eval/test.json`` (BLEU), and writes ``comparison.md``, ``comparison.csv`` and
-``loss_curves.png`` (training and validation loss against updates, all runs on shared axes).
+``loss_curves.png`` (training and validation loss against updates, all runs on shared axes),
+and ``stability.png`` when the runs recorded the stability monitor (``--monitor``; the output
+change per update and every sub-layer's branch share over training, docs/monitor.md).
 
 A run is reported as ``diverged`` when a logged loss is not finite, fairseq stopped it with a
 floating-point or minimum-loss-scale error, or its last training loss is more than
@@ -49,13 +51,19 @@ def _float(value):
         return float("nan")
 
 
+#: the stability monitor's quantities in the log lines (admin_fairseq.monitor)
+MONITOR_PREFIXES = ("share/", "output_change/", "output_change_per_lr2/", "gnorm/", "omega/",
+                    "omega_min/", "omega_max/")  # fmt: skip
+
+
 def read_log(path):
-    """``{"train": [(update, loss)], "valid": [(update, loss)], "blowup": bool}`` from a
-    fairseq ``--log-format json`` log. A resumed run logs the same updates again; the
-    latest value of each update wins."""
-    train, valid, blowup = {}, {}, False
+    """``{"train": [(update, loss)], "valid": [(update, loss)], "blowup": bool, "monitor":
+    {update: {name: value}}}`` from a fairseq ``--log-format json`` log (``monitor``: the
+    stability monitor's quantities, when the run recorded them). A resumed run logs the same
+    updates again; the latest value of each update wins."""
+    train, valid, blowup, monitor = {}, {}, False, {}
     if not Path(path).exists():
-        return {"train": [], "valid": [], "blowup": False}
+        return {"train": [], "valid": [], "blowup": False, "monitor": {}}
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
             if any(marker in line for marker in _BLOWUP):
@@ -65,10 +73,15 @@ def read_log(path):
                 continue
             kind, stats = found
             if kind == "train_inner":
-                train[int(_float(stats.get("num_updates")))] = _float(stats.get("loss"))
+                update = int(_float(stats.get("num_updates")))
+                train[update] = _float(stats.get("loss"))
+                measured = {k: _float(v) for k, v in stats.items() if k.startswith(MONITOR_PREFIXES)}
+                if measured:
+                    monitor[update] = measured
             elif kind == "valid":
                 valid[int(_float(stats.get("valid_num_updates")))] = _float(stats.get("valid_loss"))
-    return {"train": sorted(train.items()), "valid": sorted(valid.items()), "blowup": blowup}
+    return {"train": sorted(train.items()), "valid": sorted(valid.items()), "blowup": blowup,
+            "monitor": dict(sorted(monitor.items()))}  # fmt: skip
 
 
 def second_half_gain(curve):
@@ -318,6 +331,81 @@ def plot(runs, path, title=None):
     plt.close(fig)
 
 
+_SUBLAYER_ORDER = {"self_attn": 0, "cross_attn": 1, "ffn": 2}
+
+
+def sublayer_order(name):
+    """Sort key of a sub-layer's name (``encoder.03.ffn``): the encoder bottom-up, then the
+    decoder, and within a layer the order its forward reaches the sub-layers."""
+    stack, layer, kind = name.split(".")
+    return (stack != "encoder", int(layer), _SUBLAYER_ORDER.get(kind, 3))
+
+
+def plot_stability(runs, path, title=None):
+    """The monitor's picture of the runs that recorded it: the training loss and the output
+    change per update of every run (top), and one map per run of each sub-layer's branch
+    share over training (bottom). False (nothing written) when no run recorded it."""
+    runs = [(row, log) for row, log in runs if log.get("monitor")]
+    if not runs:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = max(2, len(runs))
+    fig = plt.figure(figsize=(max(12.0, 5.0 * cols), 8.4), layout="constrained")
+    grid = fig.add_gridspec(2, 2 * cols)
+    loss_ax = fig.add_subplot(grid[0, :cols])
+    change_ax = fig.add_subplot(grid[0, cols:])
+    image, maps = None, []
+    for k, (row, log) in enumerate(runs):
+        label = f"{row['method']} {row['layers']} ({row['status']})"
+        points = [(u, min(loss, 1e3)) for u, loss in log["train"] if math.isfinite(loss)]
+        if points:
+            loss_ax.plot(*zip(*points), label=label)
+        change = [(u, v["output_change/decoder"]) for u, v in log["monitor"].items()
+                  if math.isfinite(v.get("output_change/decoder", math.nan)) and v["output_change/decoder"] > 0]
+        if change:
+            change_ax.plot(*zip(*change), marker=".", label=label)
+        names = sorted({k[len("share/"):] for v in log["monitor"].values() for k in v if k.startswith("share/")},
+                       key=sublayer_order)  # fmt: skip
+        updates = [u for u, v in log["monitor"].items() if any(k.startswith("share/") for k in v)]
+        ax = fig.add_subplot(grid[1, 2 * k:2 * k + 2])
+        maps.append(ax)
+        if names and updates:
+            shares = np.array([[log["monitor"][u].get(f"share/{n}", np.nan) for u in updates] for n in names])
+            edges = [updates[0] - (updates[1] - updates[0] if len(updates) > 1 else 1) / 2]
+            edges += [(a + b) / 2 for a, b in zip(updates, updates[1:])]
+            edges.append(updates[-1] + (updates[-1] - updates[-2] if len(updates) > 1 else 1) / 2)
+            image = ax.pcolormesh(edges, np.arange(len(names) + 1), shares, vmin=0, vmax=1, cmap="viridis")
+            encoder = sum(1 for n in names if n.startswith("encoder."))
+            if 0 < encoder < len(names):
+                ax.axhline(encoder, color="white", linewidth=1)
+            ax.set_yticks([encoder / 2, encoder + (len(names) - encoder) / 2])
+            ax.set_yticklabels(["encoder", "decoder"], rotation=90, va="center")
+        ax.set_title(f"branch share: {label}", fontsize=9)
+        ax.set_xlabel("updates")
+        if k == 0:
+            ax.set_ylabel("sub-layer (bottom to top)")
+    if image is not None:
+        fig.colorbar(image, ax=maps, fraction=0.03, pad=0.01, label="Var[f(x)] / Var[omega x + f(x)]")
+    loss_ax.set_title("training loss")
+    loss_ax.set_ylabel("loss (bits per token)")
+    change_ax.set_title("output change per update (decoder)")
+    change_ax.set_ylabel("mean |F(x, W_after) - F(x, W_before)|^2")
+    change_ax.set_yscale("log")
+    for ax in (loss_ax, change_ax):
+        ax.set_xlabel("updates")
+        ax.grid(alpha=0.3)
+    change_ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.savefig(path, dpi=100, format="png")
+    plt.close(fig)
+    return True
+
+
 def compare(run_dirs, out_dir, subset="test", title=None, log=print):
     if not run_dirs:
         raise RecipeError("no run folders given")
@@ -337,8 +425,13 @@ def compare(run_dirs, out_dir, subset="test", title=None, log=print):
         writer.writerows(rows)
     with atomic.replacing(out_dir / "loss_curves.png") as tmp:
         plot(runs, tmp, title)
+    written = [out_dir / name for name in ("comparison.md", "comparison.csv", "loss_curves.png")]
+    if any(log_["monitor"] for _, log_ in runs):
+        with atomic.replacing(out_dir / "stability.png") as tmp:
+            plot_stability(runs, tmp, title)
+        written.append(out_dir / "stability.png")
     log(table)
-    log(f"wrote {out_dir / 'comparison.md'}, {out_dir / 'comparison.csv'}, {out_dir / 'loss_curves.png'}")
+    log(f"wrote {', '.join(str(p) for p in written)}")
     return rows
 
 

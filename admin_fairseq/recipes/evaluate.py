@@ -150,6 +150,9 @@ def paper_tokenize(line, lang, tokenizer=None):
 def fairseq_bleu(hypotheses, references, order=4):
     """Corpus BLEU of already tokenized lines, computed by fairseq's scorer exactly as
     ``fairseq-score`` does (whitespace tokens, a fresh dictionary, no smoothing)."""
+    from admin_fairseq.plugin import _import_fairseq_quietly
+
+    _import_fairseq_quietly()  # fairseq's first import would turn on DEBUG logging program-wide
     from fairseq.data import dictionary
     from fairseq.scoring import bleu
 

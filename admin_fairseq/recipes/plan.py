@@ -70,6 +70,7 @@ class RunSettings:
     save_dir: Optional[str] = None
     seed: Optional[int] = None
     log_interval: int = 100
+    monitor: Optional[int] = None  # the stability monitor's interval (--admin-monitor-interval)
     dry_run: bool = False
     extra: tuple = ()  # fairseq-train flags that replace the recipe's, each once
 
@@ -351,6 +352,10 @@ def build(settings, env=None):
         "--tensorboard-logdir", str(save_dir / "tensorboard"), "--seed", str(seed),
         *precision_flags,
     ]  # fmt: skip
+    if settings.monitor is not None and settings.monitor < 0:
+        raise RecipeError(f"--monitor must be a number of updates (0: off); got {settings.monitor}")
+    if settings.monitor:
+        flags += ["--admin-monitor-interval", str(settings.monitor)]
     if settings.cpu:  # CPU_CHANGES, and nothing else
         flags += ["--cpu"]
         if workers > 1:

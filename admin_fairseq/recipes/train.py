@@ -23,6 +23,7 @@ in place, so every flag appears once in the command that runs and in ``run.json`
 import argparse
 import contextlib
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -35,6 +36,7 @@ from admin_fairseq.errors import UserError
 from admin_fairseq.recipes import RecipeError
 from admin_fairseq.recipes.plan import PRECISIONS, RunSettings, build, check_disk, check_fairseq_flags, rank_table
 from admin_fairseq.recipes.published import METHODS, PUBLISHED_BATCHES, RECIPES, SAVE_EVERY, SIZES
+from admin_fairseq.monitor import EXIT_UNSTABLE
 from admin_fairseq.resilience import EXIT_SAVED, HANG_TIMEOUT, STOP_SIGNALS
 from admin_fairseq.recipes.prepare import check_prepared
 from admin_fairseq.recipes.record import RunRecord
@@ -78,7 +80,16 @@ def resubmission_notes(record):
     ]
 
 
+#: torchrun's report of a failed worker: ``exitcode  : 75 (pid: 1234)``
+_TORCHRUN_EXITCODE = re.compile(r"^\s*exitcode\s*:\s*(-?\d+)")
+
+
 def _tee(command, log_path, env, on_line, log):
+    """Run ``command``, its output to ``log_path`` and ``on_line``/``log``; its exit status.
+    torchrun exits 1 whatever status its workers ended with, so under torchrun the status
+    of the first failed worker it reports (e.g. :data:`EXIT_SAVED`) is returned instead."""
+    torchrun = Path(command[0]).name == "torchrun"
+    reported = []
     with open(log_path, "a", encoding="utf-8") as logfile:
         logfile.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(command)}\n")
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -87,11 +98,14 @@ def _tee(command, log_path, env, on_line, log):
             for line in proc.stdout:
                 logfile.write(line)
                 logfile.flush()
+                if torchrun and (found := _TORCHRUN_EXITCODE.match(line)):
+                    reported.append(int(found.group(1)))
                 if on_line is not None:
                     on_line(line)
                 else:
                     log(line.rstrip("\n"))
-            return proc.wait()
+            code = proc.wait()
+    return reported[0] if code == 1 and reported and reported[0] > 0 else code
 
 
 def _workers_under(root):
@@ -185,7 +199,8 @@ def run(commands, record, log=print, on_line=None, env_extra=None):
         log(f"[train] the workers saved checkpoint_last.pt on a signal and stopped (exit {code}); "
             "run the same command again (a Slurm job script requeues itself) to resume")  # fmt: skip
     if first_node:
-        status = {0: "finished", EXIT_SAVED: "stopped on a signal (saved; run again to resume)"}
+        status = {0: "finished", EXIT_SAVED: "stopped on a signal (saved; run again to resume)",
+                  EXIT_UNSTABLE: "stopped by the stability monitor (--admin-monitor-stop)"}
         record.replace(status=status.get(code, f"failed (exit {code})"), exit_code=code,
                        seconds=round(time.time() - start, 1)).write()  # fmt: skip
     return code
@@ -245,6 +260,10 @@ def make_parser():
     parser.add_argument("--save-dir", help="run folder (default runs/{data}/{method}-{E}-{D}-{batch})")
     parser.add_argument("--seed", type=int, help="default: the recipe's published seed (1111)")
     parser.add_argument("--log-interval", type=int, default=100)
+    parser.add_argument("--monitor", type=int, metavar="N", help="record the per-layer stability "
+                        "monitor every N updates (the plugin's --admin-monitor-interval: branch "
+                        "shares, omegas, gradient norms, output change, early warnings; "
+                        "docs/monitor.md); off by default")  # fmt: skip
     parser.add_argument("--dry-run", action="store_true", help="print the command and exit")
     parser.add_argument("--force", action="store_true", help="run even if run.json says this "
                         "command already finished (fairseq then adds one update)")  # fmt: skip
