@@ -232,12 +232,16 @@ def recipe_paths(device, tiny, work):
     say(f"4/5 Adam, --memory-efficient-fp16, profiled inside the run: {workers} worker(s), {backend}")
     adam = ["--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--memory-efficient-fp16",
             "--threshold-loss-scale", "0.0625"]  # fmt: skip
-    output = _launch(_dummy_flags(tiny, work / "admin-torch", ["--admin-init", "--admin-profile"], adam, 4),
+    # with the stability monitor every 2 updates (docs/monitor.md): rank 0 logs it
+    output = _launch(_dummy_flags(tiny, work / "admin-torch", ["--admin-init", "--admin-profile",
+                                                               "--admin-monitor-interval", "2"], adam, 4),
                      device, workers)  # fmt: skip
     row = _trained(output, work / "admin-torch")
+    monitored = [int(stats["num_updates"]) for _, stats in fairseq_log.records(output.splitlines(), "train_inner")
+                 if "share/decoder.0.cross_attn" in stats and "output_change/decoder" in stats]  # fmt: skip
     rows["adam-memory-efficient-fp16-profiled"] = dict(
-        row, workers=workers, backend=backend, ok=row["finite"] and row["updates"] == 4
-        and "Admin profiled" in output)  # fmt: skip
+        row, workers=workers, backend=backend, monitored_updates=monitored,
+        ok=row["finite"] and row["updates"] == 4 and "Admin profiled" in output and monitored == [2, 4])  # fmt: skip
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         name = torch.cuda.get_device_name(device)
         say(f"4/5 --precision bf16: skipped, {name} has no bfloat16 (compute capability 8.0 or newer needs it)")

@@ -15,7 +15,10 @@ does the rest, once per process:
    the other ranks of a resumed multi-worker run receive what rank 0 loaded
    (:func:`admin_fairseq.checkpoint_compat.allow_resuming_on_several_workers`); fairseq's
    copies of a checkpoint (``checkpoint_last.pt``, ``checkpoint_best.pt``) are written
-   through a temporary name (:func:`admin_fairseq.checkpoint_compat.atomic_checkpoint_copies`).
+   through a temporary name (:func:`admin_fairseq.checkpoint_compat.atomic_checkpoint_copies`);
+   fairseq's trainer runs the stability monitor of a model built with
+   ``--admin-monitor-interval`` (:func:`admin_fairseq.monitor.install`; fairseq's own code
+   alone for any other model).
 
 Who calls it: fairseq, when it loads the plugin with ``--user-dir`` (it imports
 ``admin_fairseq.models``, whose ``__init__`` calls :func:`load`), and the project's commands

@@ -87,19 +87,23 @@ def test_ctranslate2_translates_as_fairseq_generate(bible, trained, tmp_path, ca
     assert own.returncode == 0, own.stderr.decode()[-3000:]
     assert own.stdout.decode().splitlines() == generated
 
+    # the conversions and their translations run here (one start of Python for all of them;
+    # the commands themselves as a user starts them: above and in the refusals' test)
     outputs = {}
     for quantization in ("float32", "int8"):
         folder = tmp_path / f"ct2-{quantization}"
-        result = _convert(checkpoint, folder, "--quantization", quantization)
+        result = run_module("admin_fairseq.ct2", "--checkpoint", checkpoint, "--out", folder,
+                            "--quantization", quantization)  # fmt: skip
         assert result.returncode == 0, result.stderr[-3000:]
         assert {"model.bin", "config.json", "spm.model", "admin_fairseq.json"} <= {
             p.name for p in folder.iterdir()}
         record = json.loads((folder / "admin_fairseq.json").read_text())
         assert record["quantization"] == quantization and record["source_lang"] == "en"
         assert record["fold"]["added_parameters"] > 0  # untied embeddings, sinusoids as a table
-        translated = _translate(folder, source)
-        assert translated.returncode == 0, translated.stderr.decode()[-3000:]
-        outputs[quantization] = translated.stdout.decode().splitlines()
+        translated = run_module("admin_fairseq.translate", "--model", folder, *DECODING, "--batch-size", "16",
+                                "--threads", "2", "--input", bible["raw"] / "test.en")  # fmt: skip
+        assert translated.returncode == 0, translated.stderr[-3000:]
+        outputs[quantization] = translated.stdout.splitlines()
         assert len(outputs[quantization]) == len(references)
 
     same = sum(a == b for a, b in zip(outputs["float32"], generated))

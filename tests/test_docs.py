@@ -167,3 +167,13 @@ def test_the_precision_benchmark_in_the_cluster_page_is_its_results_file():
     bf16 = next(r for r in rows if r["precision"] == "bf16")
     assert f"({bf16['speed_ratio']:.2f} times its speed)" in (REPO / "docs" / "cluster.md").read_text()
     assert f"({bf16['memory_ratio']:.2f} times:" in (REPO / "docs" / "cluster.md").read_text()
+
+
+def test_the_monitor_benchmark_in_its_page_is_its_results_file():
+    results = (REPO / "results" / "bench_monitor" / "results.md").read_text().strip()
+    page = (REPO / "docs" / "monitor.md").read_text()
+    assert results in page
+    rows = {r["interval"]: r for r in json.loads((REPO / "results" / "bench_monitor" / "results.json").read_text())["rows"]}
+    assert f"Every 100 updates the monitor added {100 * (rows[100]['ratio'] - 1):.1f}%" in page
+    assert f"every 10 updates, the main job's setting, {100 * (rows[10]['ratio'] - 1):.1f}%" in page
+    assert f"added {100 * (rows[100]['ratio'] - 1):.1f}% to the time per update" in (REPO / "docs" / "usage.md").read_text()

@@ -16,7 +16,7 @@ import torch
 from admin_fairseq.export import max_logprob_difference
 
 import shared_runs
-from conftest import REPO, USER_DIR, run_cli
+from conftest import REPO, USER_DIR, run_cli, run_module
 
 SHAPE = [
     "--arch", "transformer_admin_tiny", "--encoder-layers", "3", "--decoder-layers", "3",
@@ -62,10 +62,17 @@ def _train(bible, save_dir, flags):
     return shared_runs.train(bible, save_dir, [*SHAPE, *flags, *TRAIN])
 
 
-def _export(src, dst, cwd, check=True):
-    cmd = [sys.executable, str(REPO / "scripts" / "export_transformer.py"), "--input", str(src),
-           "--output", str(dst), "--subset", "test"]  # fmt: skip
-    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+def _export(src, dst, cwd, check=True, in_process=True):
+    """scripts/export_transformer.py: its ``main`` in this process (one fairseq start for all
+    the cases), or the script as a user runs it (``in_process=False``)."""
+    argv = ["--input", str(src), "--output", str(dst), "--subset", "test"]
+    if in_process:
+        if str(REPO / "scripts") not in sys.path:
+            sys.path.insert(0, str(REPO / "scripts"))
+        result = run_module("export_transformer", *argv, cwd=cwd)
+    else:
+        cmd = [sys.executable, str(REPO / "scripts" / "export_transformer.py"), *argv]
+        result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     if check:
         assert result.returncode == 0, result.stdout + result.stderr
     return result
@@ -239,7 +246,7 @@ def test_refuses_a_checkpoint_that_is_not_admin(bible, tmp_path):
     run_cli("fairseq-train", bible["bin"], "--arch", "transformer_tiny", *TRAIN,
             "--max-update", "2", "--save-dir", save_dir, cwd=tmp_path)  # fmt: skip
     plain = tmp_path / "plain.pt"
-    result = _export(save_dir / "checkpoint_last.pt", plain, tmp_path, check=False)
+    result = _export(save_dir / "checkpoint_last.pt", plain, tmp_path, check=False, in_process=False)
     assert result.returncode == 2
     assert "'transformer_tiny' model, not transformer_admin" in result.stderr
     assert not plain.exists()

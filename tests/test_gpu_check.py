@@ -44,6 +44,7 @@ def test_tiny_cpu_check_runs_every_step(tmp_path):
     assert clinic["ok"] and (clinic["resumed_from"], clinic["resumed_to"]) == (6, 8)
     assert clinic["profile_first_last"][0] == 1.0 and clinic["profile_first_last"][1] > 1.0
     assert admin_torch["ok"] and admin_torch["workers"] == 2 and admin_torch["updates"] == 4
+    assert admin_torch["monitored_updates"] == [2, 4]  # the stability monitor, logged by rank 0
     bf16 = paths["adam-bf16-autocast"]  # the CPU has bf16 autocast
     assert bf16["ok"] and bf16["updates"] == 4 and bf16["finite"]
     assert report["gpu_tests"]["ran"] and "skipped" in report["gpu_tests"]["summary"]  # no CUDA here

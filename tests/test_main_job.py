@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from admin_fairseq import fairseq_log
 from admin_fairseq.evaluation import score
 
 from conftest import REPO, run_module
@@ -47,6 +48,13 @@ def test_main_job_small_setting_end_to_end(tmp_path):
         assert list((events / "train_inner").glob("events.out.tfevents.*"))
         assert list((events / "valid").glob("events.out.tfevents.*"))
     assert (out / "loss_curves.png").read_bytes()[:4] == b"\x89PNG"
+    # every run recorded the stability monitor (every 10 updates), and the picture is drawn
+    assert (out / "stability.png").read_bytes()[:4] == b"\x89PNG" and f"{out / 'stability.png'}" in log
+    for row in rows:
+        train_log = (out / "runs" / row["method"] / "train.log").read_text()
+        monitored = [int(s["num_updates"]) for _, s in fairseq_log.records(train_log.splitlines(), "train_inner")
+                     if "share/decoder.1.ffn" in s]  # fmt: skip
+        assert monitored == [10, 20, 30], row["method"]
     record = json.loads((out / "main_job.json").read_text())
     assert record["settings"]["updates"] == 30 and record["seconds"]["total"] > 0
     assert record["settings"]["jobs"] == min(2, os.cpu_count() or 1)

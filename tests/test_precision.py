@@ -132,10 +132,11 @@ def test_bf16_on_a_gpu_without_it_names_the_gpu(monkeypatch):
     transformer_admin.check_bf16(SimpleNamespace(bf16_autocast=True, cpu=True))  # the CPU has it
 
 
-def _deep_fp16_run(data, run, omega_fp32):
+def _deep_fp16_run(data, run, omega_fp32, monitor=False):
     """100L-100L (omegas of 6.07 and 7.19 at init), width 16, under the published
     --memory-efficient-fp16 at the regular batch's peak learning rate (1e-3), 6 updates,
-    through the suite's shim for fairseq's GPU code on a CPU."""
+    through the suite's shim for fairseq's GPU code on a CPU; with ``monitor``, the stability
+    monitor every 2 updates."""
     from pathlib import Path
 
     from conftest import USER_DIR, cli_path
@@ -152,11 +153,14 @@ def _deep_fp16_run(data, run, omega_fp32):
            "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1", "--dropout", "0",
            "--memory-efficient-fp16", "--fp16-init-scale", "4", "--max-tokens", "256", "--max-update", "6",
            "--no-epoch-checkpoints", "--disable-validation", "--log-format", "json", "--log-interval", "1",
-           "--num-workers", "0", "--seed", "1", "--save-dir", str(run), "--cpu"]  # fmt: skip
+           "--num-workers", "0", "--seed", "1", "--save-dir", str(run), "--cpu",
+           *(["--admin-monitor-interval", "2"] if monitor else [])]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True, env=dict(gpu_on_cpu.ENV, OMP_NUM_THREADS="1"), timeout=900)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    losses = [float(s["loss"]) for _, s in fairseq_log.records(result.stdout.splitlines() + result.stderr.splitlines(), "train_inner")]
-    return read_checkpoint(run / "checkpoint_last.pt")["model"], losses
+    inner = [s for _, s in fairseq_log.records(result.stdout.splitlines() + result.stderr.splitlines(), "train_inner")]
+    if monitor:
+        return read_checkpoint(run / "checkpoint_last.pt")["model"], [float(s["loss"]) for s in inner], inner
+    return read_checkpoint(run / "checkpoint_last.pt")["model"], [float(s["loss"]) for s in inner]
 
 
 @pytest.mark.slow
@@ -168,7 +172,9 @@ def test_admin_omega_fp32_lets_a_deep_models_omegas_train_under_memory_efficient
     from admin_fairseq.core.omega import calculate_init
 
     held, held_losses = _deep_fp16_run(bible_recipe_data, tmp_path / "fp16", omega_fp32=False)
-    kept, kept_losses = _deep_fp16_run(bible_recipe_data, tmp_path / "fp32-omega", omega_fp32=True)
+    # the same command with the stability monitor (which changes no loss), read the fp16 way
+    kept, kept_losses, kept_log = _deep_fp16_run(bible_recipe_data, tmp_path / "fp32-omega", omega_fp32=True,
+                                                 monitor=True)  # fmt: skip
     init = (calculate_init(2 * 100), calculate_init(3 * 100))  # sub-layers per stack
     print(f"omega at init: encoder {init[0]:.2f}, decoder {init[1]:.2f}; first losses", held_losses[:3], kept_losses[:3])
     for name, omega in _omegas(held).items():
@@ -178,3 +184,10 @@ def test_admin_omega_fp32_lets_a_deep_models_omegas_train_under_memory_efficient
     assert {omega.dtype for omega in _omegas(kept).values()} == {torch.float32}
     assert len(held_losses) == len(kept_losses) == 6
     assert all(abs(a - b) < 1e-3 for a, b in zip(held_losses[:2], kept_losses[:2])), (held_losses, kept_losses)
+    measured = [s for s in kept_log if "share/decoder.99.ffn" in s]
+    assert [int(s["num_updates"]) for s in measured] == [2, 4, 6]
+    for stats in measured:
+        shares = [float(v) for k, v in stats.items() if k.startswith("share/")]
+        assert len(shares) == 2 * 100 + 3 * 100 and all(0 < v < 1 for v in shares)
+        assert math.isfinite(float(stats["output_change/decoder"])) and float(stats["gnorm/encoder.00"]) > 0
+        assert float(stats["omega_min/decoder.99.ffn"]) <= float(stats["omega/decoder.99.ffn"])
