@@ -302,14 +302,14 @@ class StabilityMonitor:
         except OverflowError:  # fp16: the loss scaler skips this update
             self._non_finite(trainer, fp16=True)
             raise
-        finite = bool(torch.isfinite(total).all())
+        finite = bool(torch.isfinite(torch.as_tensor(total)).all())
         if not finite:
             self._non_finite(trainer, fp16=bool(trainer.cfg.common.amp))
         else:
             self.overflows = 0
         if norms is not None and finite:
             raw_total = torch.linalg.vector_norm(norms)
-            scale = total.float() / raw_total if raw_total > 0 else 1.0
+            scale = torch.as_tensor(total, dtype=torch.float32, device=norms.device) / raw_total if raw_total > 0 else 1.0
             self._grads.update(zip(names, (norms * scale).tolist()))
         return total
 
@@ -352,7 +352,8 @@ class StabilityMonitor:
             for side, before, after in (("decoder", measured["dec"], dec1), ("encoder", measured["enc"], enc1)):
                 values[f"output_change/{side}"] = ((after - before) ** 2).mean()
         keys = list(values)
-        numbers = torch.stack([v.reshape(()).float().cpu() for v in values.values()]).tolist() if keys else []
+        # one copy to the host for all of them (each .item() would wait for the device)
+        numbers = torch.stack([v.reshape(()).float() for v in values.values()]).tolist() if keys else []
         values = dict(zip(keys, numbers))
         if stepped and lr > 0:
             for side in ("decoder", "encoder"):

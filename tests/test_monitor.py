@@ -236,3 +236,15 @@ def test_two_workers_stop_on_a_warning_logged_once_and_the_train_step_says_so(bi
     assert max(inner) < 40 and all("share/encoder.0.ffn" in s for s in inner.values())
     record = json.loads((run / "run.json").read_text())
     assert record["status"] == "stopped by the stability monitor (--admin-monitor-stop)"
+
+
+def test_the_train_steps_monitor_option_becomes_the_plugins_flag():
+    from admin_fairseq.recipes import RecipeError, plan, train
+
+    base = ["--data", "data/wmt17-en-de", "--method", "admin", "--depth", "60-12", "--batch", "8x4096", "--cpu"]
+    for extra, interval in (([], None), (["--monitor"], "100"), (["--monitor", "25"], "25")):
+        flags = plan.build(train.settings([*base, *extra]))[1].fairseq_flags
+        found = flags[flags.index("--admin-monitor-interval") + 1] if "--admin-monitor-interval" in flags else None
+        assert found == interval, extra
+    with pytest.raises(RecipeError, match="--monitor must be a number of updates"):
+        plan.build(train.settings([*base, "--monitor", "-1"]))

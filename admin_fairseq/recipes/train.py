@@ -36,7 +36,7 @@ from admin_fairseq.errors import UserError
 from admin_fairseq.recipes import RecipeError
 from admin_fairseq.recipes.plan import PRECISIONS, RunSettings, build, check_disk, check_fairseq_flags, rank_table
 from admin_fairseq.recipes.published import METHODS, PUBLISHED_BATCHES, RECIPES, SAVE_EVERY, SIZES
-from admin_fairseq.monitor import EXIT_UNSTABLE
+from admin_fairseq.monitor import DEFAULT_INTERVAL, EXIT_UNSTABLE
 from admin_fairseq.resilience import EXIT_SAVED, HANG_TIMEOUT, STOP_SIGNALS
 from admin_fairseq.recipes.prepare import check_prepared
 from admin_fairseq.recipes.record import RunRecord
@@ -260,10 +260,11 @@ def make_parser():
     parser.add_argument("--save-dir", help="run folder (default runs/{data}/{method}-{E}-{D}-{batch})")
     parser.add_argument("--seed", type=int, help="default: the recipe's published seed (1111)")
     parser.add_argument("--log-interval", type=int, default=100)
-    parser.add_argument("--monitor", type=int, metavar="N", help="record the per-layer stability "
-                        "monitor every N updates (the plugin's --admin-monitor-interval: branch "
-                        "shares, omegas, gradient norms, output change, early warnings; "
-                        "docs/monitor.md); off by default")  # fmt: skip
+    parser.add_argument("--monitor", type=int, nargs="?", const=DEFAULT_INTERVAL, metavar="N",
+                        help="record the per-layer stability monitor every N updates (without N: "
+                        f"{DEFAULT_INTERVAL}; the plugin's --admin-monitor-interval: branch shares, "
+                        "omegas, gradient norms, output change, early warnings; docs/monitor.md); "
+                        "off by default")  # fmt: skip
     parser.add_argument("--dry-run", action="store_true", help="print the command and exit")
     parser.add_argument("--force", action="store_true", help="run even if run.json says this "
                         "command already finished (fairseq then adds one update)")  # fmt: skip
