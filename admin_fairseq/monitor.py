@@ -23,8 +23,10 @@ of the log interval that holds the update and in TensorBoard (``--tensorboard-lo
 under these names.
 
 Early warnings (``WARNING`` lines of the training log, from rank 0): the reference range of a
-quantity is what it held over its first :data:`REFERENCE_POINTS` measurements once the
-learning rate reached a tenth of its peak (``--lr``). A warning names the layer and the
+quantity is what it held over the warm-up (``--warmup-updates``), from the measurement at
+which the learning rate reached a tenth of its peak (``--lr``), and at least
+:data:`REFERENCE_POINTS` measurements; during the warm-up a value far outside the range of
+the values before it counts too (see :class:`Reference`). A warning names the layer and the
 quantity when:
 
 - the output change per squared learning rate leaves that range by more than
@@ -64,9 +66,11 @@ logger = logging.getLogger(__name__)
 DEFAULT_INTERVAL = 100
 #: a quantity warns when it leaves its early range by more than this factor
 DEFAULT_FACTOR = 10.0
-#: measurements that make the early range, taken once the learning rate reached
-#: :data:`REFERENCE_LR_SHARE` of its peak
+#: the early range: the measurements from the learning rate's reaching
+#: :data:`REFERENCE_LR_SHARE` of its peak to the end of the warm-up, and at least
+#: REFERENCE_POINTS of them; departures are looked for from CHECK_AFTER values on
 REFERENCE_POINTS = 5
+CHECK_AFTER = 3
 REFERENCE_LR_SHARE = 0.1
 #: sentences of the fixed batch the monitor measures on
 FIXED_SENTENCES = 8
@@ -112,35 +116,47 @@ def check_args(args):
 
 
 class Reference:
-    """The range a quantity held early in the run, and whether it is outside it now."""
+    """The range a quantity held early in the run, and whether it is outside it now.
+
+    The range is made of the values measured while ``gathering`` (the warm-up, see
+    :meth:`StabilityMonitor._gathering`), and of at least :data:`REFERENCE_POINTS` values; it
+    is fixed after that. While it is being made, a value more than ``factor`` times outside
+    the range of the values before it (from :data:`CHECK_AFTER` of them on) is a departure
+    too, and is kept out of the range: a blow-up during the warm-up is caught, while the
+    gradual drift of a healthy warm-up widens the range. A quantity that left the range is
+    back when it is within ``sqrt(factor)`` of it again, so that one hovering at the edge is
+    not reported at every measurement."""
 
     def __init__(self, factor):
         self.factor = factor
-        self.values = []  # the first REFERENCE_POINTS values
+        self.values = []
         self.updates = []
         self.outside = False
 
-    @property
-    def ready(self):
-        return len(self.values) >= REFERENCE_POINTS
-
-    def add(self, update, value):
-        """Record ``value``; returns ``None`` while it is in range (or the range is being
-        made), else ``(low, high)`` the first time it leaves it."""
-        if not math.isfinite(value) or value <= 0:
-            if not math.isfinite(value) and self.ready and not self.outside:
+    def add(self, update, value, gathering):
+        """Record ``value``; ``(low, high)`` when it leaves the range (first time only), else
+        None."""
+        checked = len(self.values) >= CHECK_AFTER
+        if not math.isfinite(value):
+            if checked and not self.outside:
                 self.outside = True
                 return min(self.values), max(self.values)
             return None
-        if not self.ready:
+        if value <= 0:  # no change measured (an update lost to rounding): nothing to compare
+            return None
+        if checked:
+            low, high = min(self.values), max(self.values)
+            if value > high * self.factor or value < low / self.factor:
+                first = not self.outside
+                self.outside = True
+                return (low, high) if first else None
+            margin = math.sqrt(self.factor)
+            if self.outside and low / margin <= value <= high * margin:
+                self.outside = False
+        if (gathering or len(self.values) < REFERENCE_POINTS) and not self.outside:
             self.values.append(value)
             self.updates.append(update)
-            return None
-        low, high = min(self.values), max(self.values)
-        out = value > high * self.factor or value < low / self.factor
-        first = out and not self.outside
-        self.outside = out
-        return (low, high) if first else None
+        return None
 
     def state(self):
         return {"values": list(self.values), "updates": list(self.updates), "outside": self.outside}
@@ -393,13 +409,24 @@ class StabilityMonitor:
                 meters.priorities[:] = [entry for entry in meters.priorities if entry[2] not in stale]
 
     # ------------------------------------------------------------------ warnings
-    def _reference_open(self, trainer, lr):
-        peak = max(trainer.cfg.optimization.lr) if trainer.cfg.optimization.lr else 0.0
-        return lr >= REFERENCE_LR_SHARE * peak
+    @staticmethod
+    def _warmup(trainer):
+        """The warm-up updates of the learning-rate schedule (0 without one)."""
+        scheduler = trainer.cfg.lr_scheduler
+        return int((scheduler.get("warmup_updates", 0) if hasattr(scheduler, "get") else 0) or 0)
 
     def _check(self, trainer, update, lr, values):
-        reference_open = self._reference_open(trainer, lr)
-        departures = []  # (how far out, message) of the sub-layers' ratios that left their range
+        peak = max(trainer.cfg.optimization.lr) if trainer.cfg.optimization.lr else 0.0
+        for message in self.departures(update, lr, values, self._warmup(trainer), peak):
+            self._warn(trainer, message)
+
+    def departures(self, update, lr, values, warmup, peak):
+        """The warnings of one measurement (``values``: name -> number, as logged) against
+        the early ranges, which it updates; ``warmup`` and ``peak`` are the schedule's warm-up
+        updates and peak learning rate."""
+        reference_open = lr >= REFERENCE_LR_SHARE * peak
+        gathering = update <= warmup
+        messages, shares = [], []  # shares: (how far out, message) of the sub-layers' ratios
         for key, value in values.items():
             if key.startswith("output_change_per_lr2/"):
                 label = f"the output change per squared learning rate of the {key.split('/')[1]}"
@@ -414,7 +441,7 @@ class StabilityMonitor:
                 if not reference_open:
                     continue
                 reference = self.references[key] = Reference(self.factor)
-            left = reference.add(update, observed)
+            left = reference.add(update, observed, gathering)
             if left is None:
                 continue
             low, high = left
@@ -424,16 +451,15 @@ class StabilityMonitor:
                        f"{low:.3g}..{high:.3g} (its range over updates {reference.updates[0]}-"
                        f"{reference.updates[-1]}) by more than {self.factor:g}x")  # fmt: skip
             if key.startswith("share/"):
-                far = max(observed / high, low / observed) if observed > 0 else math.inf
-                departures.append((far, message))
+                shares.append((max(observed / high, low / observed) if observed > 0 else math.inf, message))
             else:
-                self._warn(trainer, message)
-        departures.sort(key=lambda item: -item[0])
-        for _, message in departures[:SHOWN_DEPARTURES]:
-            self._warn(trainer, message)
-        if len(departures) > SHOWN_DEPARTURES:
-            self._warn(trainer, f"update {update}: {len(departures) - SHOWN_DEPARTURES} more sub-layers' "
-                       "branch-to-skip ratios left their early range (the farthest are named above)")  # fmt: skip
+                messages.append(message)
+        shares.sort(key=lambda item: -item[0])
+        messages += [message for _, message in shares[:SHOWN_DEPARTURES]]
+        if len(shares) > SHOWN_DEPARTURES:
+            messages.append(f"update {update}: {len(shares) - SHOWN_DEPARTURES} more sub-layers' "
+                            "branch-to-skip ratios left their early range (the farthest are named above)")  # fmt: skip
+        return messages
 
     def after_validate(self, trainer, valid_losses):
         """fairseq-train's ``validate``: the validation curve and the compare step's stall rule."""
@@ -441,8 +467,7 @@ class StabilityMonitor:
             return
         update = trainer.get_num_updates()
         self.valid = [(u, v) for u, v in self.valid if u < update] + [(update, float(valid_losses[0]))]
-        scheduler = trainer.cfg.lr_scheduler
-        warmup = int((scheduler.get("warmup_updates", 0) if hasattr(scheduler, "get") else 0) or 0)
+        warmup = self._warmup(trainer)
         # not while the second half of the run so far still holds warm-up updates
         if trainer.data_parallel_rank == 0 and not self.warned_stall and update >= 2 * warmup:
             from admin_fairseq.recipes import compare
@@ -511,6 +536,19 @@ class StabilityMonitor:
             self.references[key].load(value)
         self.valid = [(int(u), float(v)) for u, v in state.get("valid", [])]
         self.warned_stall = bool(state.get("warned_stall", False))
+
+
+def replay(records, warmup, peak_lr, factor=DEFAULT_FACTOR):
+    """The range warnings a run's recorded measurements give by the rules above: ``records``
+    maps an update to its logged values (``admin_fairseq.recipes.compare.read_log``'s
+    ``monitor``) and the learning rate of that update (``"lr"``, as fairseq logs it after
+    the update: the next one's, close enough for the rule's tenth of the peak)."""
+    watcher = StabilityMonitor(None, interval=1, factor=factor)
+    messages = []
+    for update in sorted(records):
+        values = {k: v for k, v in records[update].items() if k != "lr"}
+        messages += watcher.departures(update, records[update].get("lr", peak_lr), values, warmup, peak_lr)
+    return messages
 
 
 def of(trainer):
@@ -587,3 +625,61 @@ def _wrap_validate():
 
     monitored_validate.admin_monitor = True
     train_cli.validate = monitored_validate
+
+
+def _flag(flags, name):
+    return flags[flags.index(name) + 1] if name in flags and flags.index(name) + 1 < len(flags) else None
+
+
+def main(argv=None):
+    """``python -m admin_fairseq.monitor RUN_DIR_OR_LOG``: the range warnings of a recorded run
+    by the monitor's rules, with another ``--factor`` if asked (the log's own warnings are
+    those of the rules and factor the run had)."""
+    import argparse
+    from pathlib import Path
+
+    from admin_fairseq import fairseq_log
+
+    parser = argparse.ArgumentParser(description=main.__doc__.split("\n\n")[0].replace("``", ""),
+                                     allow_abbrev=False)  # fmt: skip
+    parser.add_argument("run", help="a run folder (its train.log and run.json) or a fairseq JSON log")
+    parser.add_argument("--factor", type=float, default=DEFAULT_FACTOR, help=f"(default {DEFAULT_FACTOR:g})")
+    parser.add_argument("--warmup", type=int, help="warm-up updates (default: the run's --warmup-updates)")
+    parser.add_argument("--lr", type=float, help="peak learning rate (default: the run's --lr)")
+    args = parser.parse_args(argv)
+    path = Path(args.run)
+    log_path = path / "train.log" if path.is_dir() else path
+    if not log_path.is_file():
+        print(f"monitor: error: {log_path} does not exist", file=sys.stderr)
+        return 2
+    flags = []
+    if (log_path.parent / "run.json").is_file():
+        import json
+
+        flags = json.loads((log_path.parent / "run.json").read_text()).get("fairseq_flags") or []
+    warmup = args.warmup if args.warmup is not None else int(_flag(flags, "--warmup-updates") or 0)
+    peak = args.lr if args.lr is not None else float(_flag(flags, "--lr") or 0)
+    if not peak:
+        print(f"monitor: error: no run.json next to {log_path} to take the peak learning rate from; "
+              "give --lr (and --warmup)", file=sys.stderr)  # fmt: skip
+        return 2
+    records = {}
+    with open(log_path, encoding="utf-8", errors="replace") as f:
+        for _, stats in fairseq_log.records(f, "train_inner"):
+            values = {k: float(v) for k, v in stats.items() if k.startswith(("share/", "output_change"))}
+            if values:
+                records[int(stats["num_updates"])] = {**values, "lr": float(stats.get("lr", peak))}
+    if not records:
+        print(f"monitor: error: {log_path} holds no measurement of the monitor (--admin-monitor-interval)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    messages = replay(records, warmup, peak, args.factor)
+    print(f"{len(records)} measurements (updates {min(records)}-{max(records)}), warm-up {warmup}, peak lr "
+          f"{peak:g}, factor {args.factor:g}: {len(messages)} warning(s)")  # fmt: skip
+    for message in messages:
+        print(f"  {message}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -86,19 +86,31 @@ def test_post_ln_layers_lean_on_their_branch_more_than_admin_layers_and_every_me
     assert means["admin"] < 0.5 * means["post-ln"], means
 
 
-def test_the_early_range_warns_once_on_leaving_it_and_again_after_coming_back():
+def test_the_early_range_grows_over_the_warm_up_and_warns_once_on_leaving_it():
     ref = monitor.Reference(factor=10)
-    for update, value in enumerate([1.0, 2.0, 1.5, 1.2, 1.8], start=1):
-        assert ref.add(update, value) is None  # the range is being made
-    assert ref.ready and ref.add(6, 15.0) is None  # within 10x of the range 1..2
-    assert ref.add(7, 25.0) == (1.0, 2.0)  # left it upwards: warn
-    assert ref.add(8, 30.0) is None  # still out: no second warning
-    assert ref.add(9, 1.0) is None  # back in range
-    assert ref.add(10, 0.05) == (1.0, 2.0)  # left it downwards: warn again
-    assert ref.add(11, math.inf) is None  # still out (a non-finite value is out)
+    # the warm-up: a healthy drift widens the range; a jump beyond 10x of it is a departure
+    for update, value in enumerate([1.0, 2.0, 4.0, 8.0, 3.0], start=1):
+        assert ref.add(update, value, gathering=True) is None
+    assert ref.add(6, 200.0, gathering=True) == (1.0, 8.0)  # a blow-up during the warm-up
+    assert ref.add(7, 5.0, gathering=True) is None  # back: within sqrt(10) of the range
+    assert ref.values == [1.0, 2.0, 4.0, 8.0, 3.0, 5.0]  # the blow-up was kept out of it
+    # after the warm-up the range stays 1..8
+    assert ref.add(8, 70.0, gathering=False) is None  # within 10x of the range
+    assert ref.add(9, 81.0, gathering=False) == (1.0, 8.0)  # left it upwards: warn
+    assert ref.add(10, 90.0, gathering=False) is None  # still out: no second warning
+    assert ref.add(11, 30.0, gathering=False) is None  # between 10x and sqrt(10)x: still out
+    assert ref.add(12, 0.09, gathering=False) is None  # and now below: still the same departure
+    assert ref.add(13, 1.0, gathering=False) is None  # back in range
+    assert ref.add(14, 0.05, gathering=False) == (1.0, 8.0)  # left it downwards: warn again
+    assert ref.add(15, math.inf, gathering=False) is None  # still out (a non-finite value is out)
+    assert ref.values == [1.0, 2.0, 4.0, 8.0, 3.0, 5.0]
     restored = monitor.Reference(factor=10)
     restored.load(json.loads(json.dumps(ref.state())))  # what a checkpoint keeps
     assert restored.state() == ref.state()
+    short = monitor.Reference(factor=10)  # no warm-up: the first REFERENCE_POINTS values
+    for update in range(1, monitor.REFERENCE_POINTS + 3):
+        short.add(update, 1.0 + update, gathering=False)
+    assert len(short.values) == monitor.REFERENCE_POINTS
 
 
 def _fake_trainer(updates=41, amp=False):
@@ -181,6 +193,7 @@ def test_fairseq_train_logs_the_monitor_to_json_and_tensorboard_and_trains_the_s
         result = run_cli("fairseq-train", bible["bin"], "--user-dir", USER_DIR, *TRAIN, *extra,
                          "--save-dir", save_dir, cwd=tmp_path)  # fmt: skip
         runs[name] = _inner(save_dir, result.stdout + result.stderr)
+        (tmp_path / f"{name}.log").write_text(result.stdout + result.stderr)
     assert sorted(runs["on"]) == [5, 10, 15, 20, 25, 30]
     # measuring (in evaluation mode, on rank 0's fixed batch) changes nothing in training
     assert [s["loss"] for s in runs["on"].values()] == [s["loss"] for s in runs["off"].values()]
@@ -208,6 +221,14 @@ def test_fairseq_train_logs_the_monitor_to_json_and_tensorboard_and_trains_the_s
     events.Reload()
     assert [e.step for e in events.Scalars("share/decoder.1.cross_attn")] == [10, 20, 30]
     assert [e.step for e in events.Scalars("output_change/decoder")] == [10, 20, 30]
+
+    # the range warnings replayed from the log (test_replay... for a run that has some)
+    from conftest import run_module
+
+    replayed = run_module("admin_fairseq.monitor", tmp_path / "on.log", "--warmup", "5", "--lr", "3e-3")
+    assert replayed.returncode == 0 and "3 measurements (updates 10-30), warm-up 5, peak lr 0.003, factor 10: 0 warning(s)" in replayed.stdout
+    refused = run_module("admin_fairseq.monitor", tmp_path / "off.log", "--lr", "3e-3")
+    assert refused.returncode == 2 and "holds no measurement of the monitor" in refused.stderr
 
     state = read_checkpoint(tmp_path / "on" / "checkpoint_last.pt")["extra_state"]["admin_monitor"]
     assert [u for u, _ in state["valid"]] == [15, 30]  # kept for a resumed run, with the early range
@@ -248,3 +269,27 @@ def test_the_train_steps_monitor_option_becomes_the_plugins_flag():
         assert found == interval, extra
     with pytest.raises(RecipeError, match="--monitor must be a number of updates"):
         plan.build(train.settings([*base, "--monitor", "-1"]))
+
+
+def test_replay_names_the_sublayer_whose_branch_takes_over_after_the_warm_up(tmp_path):
+    """python -m admin_fairseq.monitor on a run folder: its warm-up and peak learning rate
+    from run.json, the warnings its measurements give by the monitor's rules."""
+    from conftest import run_module
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"fairseq_flags": ["--lr", "1e-3", "--warmup-updates", "40"]}))
+    lines = []
+    for update in range(10, 110, 10):
+        late = update > 60
+        stats = {"num_updates": str(update), "lr": "0.001", "share/decoder.5.ffn": "0.9" if late else "0.2",
+                 "share/encoder.0.ffn": "0.1", "output_change/decoder": "0.002",
+                 "output_change_per_lr2/decoder": "2000"}  # fmt: skip
+        lines.append(f"2026-12-02 00:00:00 | INFO | train_inner | {json.dumps(stats)}")
+    (run / "train.log").write_text("\n".join(lines) + "\n")
+    replayed = run_module("admin_fairseq.monitor", run)
+    assert replayed.returncode == 0, replayed.stderr
+    assert "10 measurements (updates 10-100), warm-up 40, peak lr 0.001, factor 10: 1 warning(s)" in replayed.stdout
+    assert ("update 70: decoder.5.ffn's branch-to-skip variance ratio share/(1-share) is 9 (share 0.9), "
+            "outside 0.25..0.25 (its range over updates 10-50) by more than 10x") in replayed.stdout
+    assert "0 warning(s)" in run_module("admin_fairseq.monitor", run, "--factor", "40").stdout

@@ -87,7 +87,8 @@ _TORCHRUN_EXITCODE = re.compile(r"^\s*exitcode\s*:\s*(-?\d+)")
 def _tee(command, log_path, env, on_line, log):
     """Run ``command``, its output to ``log_path`` and ``on_line``/``log``; its exit status.
     torchrun exits 1 whatever status its workers ended with, so under torchrun the status
-    of the first failed worker it reports (e.g. :data:`EXIT_SAVED`) is returned instead."""
+    of the worker its report names as the root cause (the first to fail, e.g. with
+    :data:`EXIT_SAVED`; the others may have been ended by torchrun) is returned instead."""
     torchrun = Path(command[0]).name == "torchrun"
     reported = []
     with open(log_path, "a", encoding="utf-8") as logfile:
@@ -98,6 +99,8 @@ def _tee(command, log_path, env, on_line, log):
             for line in proc.stdout:
                 logfile.write(line)
                 logfile.flush()
+                if torchrun and "Root Cause" in line:  # the first worker that failed comes next
+                    reported.clear()
                 if torchrun and (found := _TORCHRUN_EXITCODE.match(line)):
                     reported.append(int(found.group(1)))
                 if on_line is not None:
