@@ -177,3 +177,34 @@ def test_the_monitor_benchmark_in_its_page_is_its_results_file():
     assert f"Every 100 updates the monitor added {100 * (rows[100]['ratio'] - 1):.1f}%" in page
     assert f"every 10 updates, the main job's setting, {100 * (rows[10]['ratio'] - 1):.1f}%" in page
     assert f"added {100 * (rows[100]['ratio'] - 1):.1f}% to the time per update" in (REPO / "docs" / "usage.md").read_text()
+
+
+def test_the_monitor_page_shows_the_main_jobs_runs_as_their_logs_give_them():
+    """docs/monitor.md's table is what the compare step makes of the committed runs' logs,
+    and the warnings it quotes are what the replay command gives on them."""
+    from admin_fairseq.recipes import compare
+
+    run = REPO / "results" / "main_job_monitor"
+    page = (REPO / "docs" / "monitor.md").read_text()
+    runs = [compare.summarize(run / "runs" / method) for method in ("post-ln", "admin")]
+    table = compare.stability_table(runs)
+    assert table == (run / "stability.md").read_text() and table.strip() in page
+    assert (run / "stability.png").read_bytes()[:4] == b"\x89PNG" and "results/main_job_monitor/stability.png" in page
+    replayed = run_module("admin_fairseq.monitor", run / "runs" / "post-ln")
+    assert "140 measurements (updates 10-1400), warm-up 300, peak lr 0.002, factor 10: 9 warning(s)" in replayed.stdout
+    assert "update 690: encoder.09.ffn's branch-to-skip variance ratio share/(1-share) is 0.00564 (share 0.00561)" in replayed.stdout
+    assert "update 770: decoder.09.ffn's branch-to-skip variance ratio share/(1-share) is 3.2 (share 0.762)" in replayed.stdout
+    assert "9 range warnings" in page and "0 warning(s)" in run_module("admin_fairseq.monitor", run / "runs" / "admin").stdout
+    logged = (run / "runs" / "admin" / "train.log").read_text().count("WARNING | admin_fairseq.monitor")
+    assert f"it reported\n{logged} times" in page
+    # the same losses and scores as the README's run, which had no monitor
+    # the README's sentence on it
+    peaks = {method: max(v for r in log["monitor"].values() for k, v in r.items() if k.startswith("share/"))
+             for method, (_, log) in zip(("post-ln", "admin"), runs)}  # fmt: skip
+    first = {method: log["monitor"][min(log["monitor"])]["output_change/decoder"]
+             for method, (_, log) in zip(("post-ln", "admin"), runs)}  # fmt: skip
+    readme = (REPO / "README.md").read_text()
+    assert f"(branch share up to {peaks['post-ln']:.2f}); Admin's stay at or below {peaks['admin']:.2f}" in readme
+    assert round(first["post-ln"] / first["admin"]) == 9 and "nine times as far as Admin's" in readme
+    table_of = lambda folder: (REPO / "results" / folder / "comparison.md").read_text().split("\n\n")[0]  # noqa: E731
+    assert table_of("main_job_monitor") == table_of("main_job")

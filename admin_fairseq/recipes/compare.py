@@ -6,8 +6,9 @@ For each run folder it reads ``run.json`` (method, depth, batch), the JSON log l
 ``train.log`` (training loss every ``--log-interval`` updates, validation loss) and
 ``eval/test.json`` (BLEU), and writes ``comparison.md``, ``comparison.csv`` and
 ``loss_curves.png`` (training and validation loss against updates, all runs on shared axes),
-and ``stability.png`` when the runs recorded the stability monitor (``--monitor``; the output
-change per update and every sub-layer's branch share over training, docs/monitor.md).
+and ``stability.png`` and ``stability.md`` when the runs recorded the stability monitor
+(``--monitor``; the output change per update and every sub-layer's branch share over
+training, docs/monitor.md).
 
 A run is reported as ``diverged`` when a logged loss is not finite, fairseq stopped it with a
 floating-point or minimum-loss-scale error, or its last training loss is more than
@@ -406,6 +407,39 @@ def plot_stability(runs, path, title=None):
     return True
 
 
+def stability_table(runs):
+    """Markdown: per run that recorded the monitor, the output change of one update at the
+    first measurement and its median over the second half of the run, and the branch shares
+    (mean per stack, and the largest) at the first and the last measurement. Empty when no
+    run recorded it."""
+    lines = []
+    for row, log in runs:
+        monitor = log.get("monitor") or {}
+        updates = [u for u, v in monitor.items() if "output_change/decoder" in v]
+        shared = [u for u, v in monitor.items() if any(k.startswith("share/") for k in v)]
+        if not updates or not shared:
+            continue
+        late = [monitor[u]["output_change/decoder"] for u in updates if u >= updates[-1] / 2]
+        cells = [f"{row['method']} {row['layers']}", f"{monitor[updates[0]]['output_change/decoder']:.3g} "
+                 f"(update {updates[0]})", f"{statistics.median(late):.3g}"]  # fmt: skip
+        for u in (shared[0], shared[-1]):
+            shares = {k[len("share/"):]: v for k, v in monitor[u].items() if k.startswith("share/")}
+            means = [statistics.mean(v for n, v in shares.items() if n.startswith(stack + "."))
+                     for stack in ("encoder", "decoder")]  # fmt: skip
+            top = max(shares, key=shares.get)
+            cells.append(f"{means[0]:.3f} / {means[1]:.3f}, largest {shares[top]:.3f} ({top}) at update {u}")
+        peak = max(((v, k[len("share/"):], u) for u in shared for k, v in monitor[u].items()
+                    if k.startswith("share/")), key=lambda item: item[0])  # fmt: skip
+        cells.append(f"{peak[0]:.3f} ({peak[1]}, update {peak[2]})")
+        lines.append("| " + " | ".join(cells) + " |")
+    if not lines:
+        return ""
+    head = ["run", "output change, first measurement", "output change, median over the second half",
+            "branch share (encoder / decoder mean), first", "branch share, last",
+            "largest branch share of the run"]  # fmt: skip
+    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *lines]) + "\n"
+
+
 def compare(run_dirs, out_dir, subset="test", title=None, log=print):
     if not run_dirs:
         raise RecipeError("no run folders given")
@@ -429,7 +463,8 @@ def compare(run_dirs, out_dir, subset="test", title=None, log=print):
     if any(log_["monitor"] for _, log_ in runs):
         with atomic.replacing(out_dir / "stability.png") as tmp:
             plot_stability(runs, tmp, title)
-        written.append(out_dir / "stability.png")
+        atomic.write_text(out_dir / "stability.md", stability_table(runs))
+        written += [out_dir / "stability.png", out_dir / "stability.md"]
     log(table)
     log(f"wrote {', '.join(str(p) for p in written)}")
     return rows
