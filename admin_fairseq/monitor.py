@@ -177,7 +177,8 @@ class StabilityMonitor:
         self.valid = []  # [(update, validation loss)]
         self.warned_stall = False
         self.overflows = 0
-        self.logged_keys = []
+        self.logged_keys = []  # in the order first logged (the first is checked for staleness)
+        self._logged = set()
         self._grads = None  # set while an update is measured
         self._frequency_loss = False  # not computed yet
         self.stop_requested = None  # the warning that asks for the stop
@@ -377,16 +378,10 @@ class StabilityMonitor:
         values.update({f"gnorm/{name}": norm for name, norm in (grads or {}).items()})
         for key, value in values.items():
             metrics.log_scalar(key, _significant(value), priority=PRIORITY)
-            if key not in self._logged_set:
-                self._logged_set.add(key)
+            if key not in self._logged:
+                self._logged.add(key)
                 self.logged_keys.append(key)
         self._check(trainer, update, lr, values)
-
-    @property
-    def _logged_set(self):
-        if not hasattr(self, "_keys"):
-            self._keys = set()
-        return self._keys
 
     def _drop_stale_meters(self):
         """Remove the monitor's meters that fairseq reset at its last log line and that no

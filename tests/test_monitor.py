@@ -185,6 +185,7 @@ def _inner(save_dir, log):
     return {int(s["num_updates"]): s for _, s in fairseq_log.records(log.splitlines(), "train_inner")}
 
 
+@pytest.mark.slow
 def test_fairseq_train_logs_the_monitor_to_json_and_tensorboard_and_trains_the_same_model(bible, tmp_path):
     runs = {}
     for name, extra in (("off", []), ("on", ["--admin-monitor-interval", "10", "--tensorboard-logdir",
@@ -235,6 +236,7 @@ def test_fairseq_train_logs_the_monitor_to_json_and_tensorboard_and_trains_the_s
     assert set(state["references"]) >= {"output_change_per_lr2/decoder", "share/encoder.0.self_attn"}
 
 
+@pytest.mark.slow
 def test_two_workers_stop_on_a_warning_logged_once_and_the_train_step_says_so(bible_recipe_data, tmp_path):
     """--admin-monitor-factor just above 1: the first measurement after the early range warns,
     rank 0 alone measures and warns, and both workers stop with EXIT_UNSTABLE."""
