@@ -86,6 +86,18 @@ def test_post_ln_layers_lean_on_their_branch_more_than_admin_layers_and_every_me
     assert means["admin"] < 0.5 * means["post-ln"], means
 
 
+def test_a_bf16_autocast_model_is_measured_in_its_own_precision(dict_dir):
+    model, task = build(dict_dir, "--arch", "transformer_admin", *SMALL, "--encoder-layers", "2",
+                        "--decoder-layers", "2", "--admin-init", "--bf16-autocast")  # fmt: skip
+    watcher = _monitor(model, task)
+    seen = []
+    model.encoder.layers[0].fc1.register_forward_hook(lambda module, args, output: seen.append(output.dtype))
+    encoder_out, features, shares = watcher.forward_fixed(record_shares=True)
+    assert seen == [torch.bfloat16]  # the model's forward, autocast included, is what is measured
+    assert features.dtype == torch.float32 and len(shares) == 10
+    assert all(0 < (b / o).item() < 1 for b, o in shares.values())
+
+
 def test_the_early_range_grows_over_the_warm_up_and_warns_once_on_leaving_it():
     ref = monitor.Reference(factor=10)
     # the warm-up: a healthy drift widens the range; a jump beyond 10x of it is a departure
