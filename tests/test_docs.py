@@ -206,5 +206,10 @@ def test_the_monitor_page_shows_the_main_jobs_runs_as_their_logs_give_them():
     readme = (REPO / "README.md").read_text()
     assert f"(branch share up to {peaks['post-ln']:.2f}); Admin's stay at or below {peaks['admin']:.2f}" in readme
     assert round(first["post-ln"] / first["admin"]) == 9 and "nine times as far as Admin's" in readme
+    gnorms = {method: {k: v for k, v in log["monitor"][10].items() if k.startswith("gnorm/")}
+              for method, (_, log) in zip(("post-ln", "admin"), runs)}  # fmt: skip
+    assert f"(`decoder.11` {gnorms['post-ln']['gnorm/decoder.11']:.2f}, the smallest {min(gnorms['post-ln'].values()):.2g})" in page
+    assert max(gnorms["post-ln"], key=gnorms["post-ln"].get) == "gnorm/decoder.11"
+    assert f"Admin's is even ({min(gnorms['admin'].values()):.2f} to {max(gnorms['admin'].values()):.2f})" in page
     table_of = lambda folder: (REPO / "results" / folder / "comparison.md").read_text().split("\n\n")[0]  # noqa: E731
     assert table_of("main_job_monitor") == table_of("main_job")
