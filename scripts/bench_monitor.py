@@ -22,19 +22,14 @@ number) and ``10`` (the main job's). The first :data:`WARMUP` updates are not co
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bench_common import ENV, admin_training_flags, bible_slice, device, write_results  # noqa: E402
 
-from admin_fairseq import atomic  # noqa: E402
 from admin_fairseq.monitor import DEFAULT_INTERVAL  # noqa: E402
 
 INTERVALS = (DEFAULT_INTERVAL, 10)
@@ -101,22 +96,12 @@ try:
 finally:
     print("TIMES " + json.dumps(totals), flush=True)
 """
-WIDTH = ["--encoder-embed-dim", "128", "--decoder-embed-dim", "128", "--encoder-ffn-embed-dim", "512",
-         "--decoder-ffn-embed-dim", "512", "--encoder-attention-heads", "4", "--decoder-attention-heads", "4"]  # fmt: skip
 
 
 def train_once(data, layers, interval, updates, cpu, workdir):
-    cmd = [sys.executable, "-c", _WORKER, str(WARMUP), str(data / "bin"), "--user-dir", str(REPO / "admin_fairseq"),
-           "--arch", "transformer_admin", "--encoder-layers", str(layers), "--decoder-layers", str(layers),
-           *WIDTH, "--share-all-embeddings", "--admin-init", "--admin-as-parameter",
-           "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "1e-3", "--lr-scheduler",
-           "inverse_sqrt", "--warmup-updates", "100", "--criterion", "label_smoothed_cross_entropy",
-           "--label-smoothing", "0.1", "--dropout", "0.1", "--max-tokens", "1024", "--seed", "1",
-           "--max-update", str(updates), "--log-format", "json", "--log-interval", "100",
-           "--no-progress-bar", "--num-workers", "0", "--no-save", "--disable-validation",
-           "--admin-monitor-interval", str(interval), *(["--cpu"] if cpu else [])]  # fmt: skip
-    result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True,
-                            env=dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2")))  # fmt: skip
+    cmd = [sys.executable, "-c", _WORKER, str(WARMUP), *admin_training_flags(data, layers, updates, log_interval=100),
+           "--disable-validation", "--admin-monitor-interval", str(interval), *(["--cpu"] if cpu else [])]  # fmt: skip
+    result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=ENV)
     output = result.stdout + result.stderr
     if result.returncode != 0:
         raise RuntimeError(f"the run with interval {interval} failed:\n{output[-3000:]}")
@@ -159,14 +144,8 @@ def main(argv=None):
     if args.updates < WARMUP + max(INTERVALS):
         parser.error(f"--updates must be at least {WARMUP + max(INTERVALS)}")
     cpu = args.cpu or not torch.cuda.is_available()
-    from admin_fairseq.corpora.bible import cache_dir
-    from admin_fairseq.recipes import prepare
-
-    data = Path(args.data) if args.data else cache_dir() / "bench-bible-en-fr-3000"
-    prepare.prepare("bible-en-fr", data, vocab_size=1000, train_size=3000, valid_size=100, test_size=100,
-                    log=lambda *_: None)  # fmt: skip
-    device = "cpu" if cpu else "cuda"
-    name = platform.processor() or platform.machine() if cpu else torch.cuda.get_device_name()
+    data = bible_slice(args.data)
+    device_type, name = device(cpu)
     print(f"the monitor's own time in training, on {name}: {args.layers}L-{args.layers}L, {args.updates} "
           "updates per interval")  # fmt: skip
     rows = []
@@ -177,13 +156,9 @@ def main(argv=None):
                   f"monitor's ({row['measurements']} measurements): x{row['ratio']:.4f}")  # fmt: skip
             rows.append(row)
     command = " ".join(["python scripts/bench_monitor.py", *(argv if argv is not None else sys.argv[1:])])
-    result = {"command": command, "device": device, "device_name": name, "layers": args.layers,
+    result = {"command": command, "device": device_type, "device_name": name, "layers": args.layers,
               "updates": args.updates, "torch": torch.__version__, "rows": rows}  # fmt: skip
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic.write_json(out / "results.json", result)
-    atomic.write_text(out / "results.md", markdown(result))
-    print(markdown(result), end="")
+    write_results(args.out, result, markdown)
     return 0
 
 

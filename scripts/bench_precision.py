@@ -24,19 +24,16 @@ bf16 units (most), bf16 is slower than fp32: the figures say so as they are.
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bench_common import ENV, admin_training_flags, bible_slice, device, write_results  # noqa: E402
 
-from admin_fairseq import atomic, fairseq_log  # noqa: E402
+from admin_fairseq import fairseq_log  # noqa: E402
 
 #: run in the training process: fairseq-train, then its peak CUDA memory on the last line
 _WORKER = """
@@ -49,22 +46,12 @@ finally:
     print("PEAK_CUDA_BYTES", torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0, flush=True)
 """
 PRECISIONS = {"fp32": [], "bf16": ["--bf16-autocast"], "fp16": ["--memory-efficient-fp16"]}
-WIDTH = ["--encoder-embed-dim", "128", "--decoder-embed-dim", "128", "--encoder-ffn-embed-dim", "512",
-         "--decoder-ffn-embed-dim", "512", "--encoder-attention-heads", "4", "--decoder-attention-heads", "4"]  # fmt: skip
 
 
 def train_once(data, layers, precision, updates, cpu, workdir):
-    cmd = [sys.executable, "-c", _WORKER, str(data / "bin"), "--user-dir", str(REPO / "admin_fairseq"),
-           "--arch", "transformer_admin", "--encoder-layers", str(layers), "--decoder-layers", str(layers),
-           *WIDTH, "--share-all-embeddings", "--admin-init", "--admin-as-parameter",
-           "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "1e-3", "--lr-scheduler",
-           "inverse_sqrt", "--warmup-updates", "100", "--criterion", "label_smoothed_cross_entropy",
-           "--label-smoothing", "0.1", "--dropout", "0.1", "--max-tokens", "1024", "--seed", "1",
-           "--max-update", str(updates), "--log-format", "json", "--log-interval", "10",
-           "--no-progress-bar", "--num-workers", "0", "--no-save", *PRECISIONS[precision],
-           *(["--cpu"] if cpu else [])]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2")))  # fmt: skip
+    cmd = [sys.executable, "-c", _WORKER, *admin_training_flags(data, layers, updates, log_interval=10),
+           *PRECISIONS[precision], *(["--cpu"] if cpu else [])]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
     output = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
@@ -132,25 +119,15 @@ def main(argv=None):
     if not cpu and not torch.cuda.is_bf16_supported():
         precisions.remove("bf16")
         print(f"note: {torch.cuda.get_device_name()} has no bfloat16: bf16 is left out")
-    from admin_fairseq.corpora.bible import cache_dir
-    from admin_fairseq.recipes import prepare
-
-    data = Path(args.data) if args.data else cache_dir() / "bench-bible-en-fr-3000"
-    prepare.prepare("bible-en-fr", data, vocab_size=1000, train_size=3000, valid_size=100, test_size=100,
-                    log=lambda *_: None)  # fmt: skip
-    device = "cpu" if cpu else "cuda"
-    name = platform.processor() or platform.machine() if cpu else torch.cuda.get_device_name()
+    data = bible_slice(args.data)
+    device_type, name = device(cpu)
     print(f"{' vs '.join(precisions)} on {name}: {args.layers}L-{args.layers}L, {args.updates} updates, {args.rounds} rounds")
     with tempfile.TemporaryDirectory() as workdir:
         rows = measure(data, args.layers, precisions, args.rounds, args.updates, cpu, workdir)
     command = " ".join(["python scripts/bench_precision.py", *(argv if argv is not None else sys.argv[1:])])
-    result = {"command": command, "device": device, "device_name": name, "layers": args.layers,
+    result = {"command": command, "device": device_type, "device_name": name, "layers": args.layers,
               "updates": args.updates, "rounds": args.rounds, "torch": torch.__version__, "rows": rows}  # fmt: skip
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic.write_json(out / "results.json", result)
-    atomic.write_text(out / "results.md", markdown(result))
-    print(markdown(result), end="")
+    write_results(args.out, result, markdown)
     return 0
 
 
