@@ -622,10 +622,6 @@ def _wrap_validate():
     train_cli.validate = monitored_validate
 
 
-def _flag(flags, name):
-    return flags[flags.index(name) + 1] if name in flags and flags.index(name) + 1 < len(flags) else None
-
-
 def main(argv=None):
     """``python -m admin_fairseq.monitor RUN_DIR_OR_LOG``: the range warnings of a recorded run
     by the monitor's rules, with another ``--factor`` if asked (the log's own warnings are
@@ -647,13 +643,17 @@ def main(argv=None):
     if not log_path.is_file():
         print(f"monitor: error: {log_path} does not exist", file=sys.stderr)
         return 2
-    flags = []
-    if (log_path.parent / "run.json").is_file():
-        import json
+    from admin_fairseq.errors import UserError
+    from admin_fairseq.recipes.record import RunRecord
 
-        flags = json.loads((log_path.parent / "run.json").read_text()).get("fairseq_flags") or []
-    warmup = args.warmup if args.warmup is not None else int(_flag(flags, "--warmup-updates") or 0)
-    peak = args.lr if args.lr is not None else float(_flag(flags, "--lr") or 0)
+    try:  # the run's record (the train step's run.json), when there is one
+        record = RunRecord.read_if_any(log_path.parent)
+    except UserError as err:
+        print(f"monitor: error: {err}", file=sys.stderr)
+        return 2
+    flag = record.flag if record is not None else (lambda name: None)
+    warmup = args.warmup if args.warmup is not None else int(flag("--warmup-updates") or 0)
+    peak = args.lr if args.lr is not None else float(flag("--lr") or 0)
     if not peak:
         print(f"monitor: error: no run.json next to {log_path} to take the peak learning rate from; "
               "give --lr (and --warmup)", file=sys.stderr)  # fmt: skip

@@ -290,9 +290,12 @@ def test_replay_names_the_sublayer_whose_branch_takes_over_after_the_warm_up(tmp
     from run.json, the warnings its measurements give by the monitor's rules."""
     from conftest import run_module
 
+    from admin_fairseq.recipes import plan, train
+
     run = tmp_path / "run"
-    run.mkdir()
-    (run / "run.json").write_text(json.dumps({"fairseq_flags": ["--lr", "1e-3", "--warmup-updates", "40"]}))
+    plan.build(train.settings(["--data", str(tmp_path / "data"), "--method", "admin", "--depth", "6-6",
+                               "--batch", "1x1024", "--recipe", "regular", "--cpu", "--save-dir", str(run),
+                               "--", "--lr", "1e-3", "--warmup-updates", "40"]))[1].write()  # fmt: skip
     lines = []
     for update in range(10, 110, 10):
         late = update > 60
