@@ -25,6 +25,12 @@ def one_process(shared, bible_recipe_data):
     return reference(shared, bible_recipe_data)
 
 
+#: Seconds a job-step credential lives; Slurm also holds a requeued job this long (plus one)
+#: before it may start again. Its default, 120, is most of the requeue test's time; 30 is
+#: still far longer than a step launch takes on this machine.
+CRED_EXPIRE = 30
+
+
 @pytest.fixture
 def slurm(tmp_path_factory):
     """A one-node Slurm cluster on this machine (2 CPUs, no GPU) and its own munge daemon;
@@ -44,7 +50,7 @@ SlurmctldHost={host}
 SlurmctldPort={free_port()}
 SlurmdPort={free_port()}
 AuthType=auth/munge
-AuthInfo=socket={root}/munge.sock
+AuthInfo=socket={root}/munge.sock,cred_expire={CRED_EXPIRE}
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/affinity
 SelectType=select/cons_tres
@@ -182,7 +188,7 @@ def test_a_signalled_job_requeues_and_a_kill_while_writing_resumes_from_the_last
 
     wait_for(lambda: reached(20), "update 20 of the first start", 300)
     subprocess.run(["scancel", "--signal=USR1", job_id], check=True, env=env)
-    # Slurm holds a requeued job for a while before it starts again (about 2.5 minutes here)
+    # Slurm holds a requeued job for CRED_EXPIRE + 1 seconds before it starts again
     wait_for(lambda: "start 2 on" in out.read_text(), f"job {job_id} to start again", 400)
     state = _wait_job(env, job_id, out)
     log = out.read_text()
