@@ -1,5 +1,6 @@
 """Shared helpers. Every path is resolved from this file, so the tests run from any folder."""
 
+import json
 import logging
 import os
 import shutil
@@ -18,7 +19,20 @@ USER_DIR = REPO / "admin_fairseq"
 logging.getLogger("fairseq").setLevel(logging.WARNING)
 
 
+#: The files that take longest (``make test``'s --durations), collected first: pytest-xdist
+#: hands out whole files in collection order, so a long file collected last would run on one
+#: worker at the end while the others sit idle. The rest keep pytest's order.
+SLOW_FILES_FIRST = (
+    "test_slurm.py", "test_export.py", "test_gpu_faithful.py", "test_cli_end_to_end.py", "test_recipes.py",
+    "test_kill_resume.py", "test_precision.py", "test_main_job.py", "test_gpu_faithful_radam.py",
+    "test_gpu_check.py", "test_iwslt14.py", "test_deploy.py", "test_failure_modes.py", "test_readme.py",
+    "test_cluster.py",
+)  # fmt: skip
+
+
 def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # a stable sort
     if torch.cuda.is_available():
         return
     skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
@@ -86,6 +100,27 @@ def run_module(name, *args, env=None, cwd=None):
     return subprocess.CompletedProcess([name, *map(str, args)], code or 0, out.getvalue(), err.getvalue())
 
 
+def generate_in_process(*args, cwd):
+    """``fairseq-generate args`` as its console script's ``cli_main`` in this process: the
+    same parsing and decoding without a Python and fairseq start per call (fairseq is
+    imported here already). Returns what it printed (the hypotheses; its log goes to this
+    process's logging). A test that needs the command in a fresh process uses ``run_cli``."""
+    import contextlib
+    import io
+
+    from fairseq_cli import generate
+
+    out = io.StringIO()
+    saved = sys.argv
+    sys.argv = ["fairseq-generate", *map(str, args)]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.chdir(cwd):
+            generate.cli_main()
+    finally:
+        sys.argv = saved
+    return out.getvalue()
+
+
 CLUSTER_TOOLS_INSTALL = "sudo bash scripts/install_cluster_tools.sh"
 
 
@@ -132,18 +167,26 @@ def shared(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def bible(shared):
-    """A binarised Bible slice (en-fr): 3,000 training verses from all books but Mark, 100
-    validation verses, the first 100 verses of Mark as test set; joint sentencepiece 1k.
-    Built once per test run, shared by every test process; tests only read it."""
-    from admin_fairseq.recipes import prepare
-    from shared_runs import once
+    """The README example's Bible slice (en-fr), made by the README's own prepare command:
+    3,000 training verses from all books but Mark, 100 validation verses, the first 100
+    verses of Mark as test set; joint sentencepiece 1k. Built once per test run, shared by
+    every test process; tests only read it."""
+    from shared_runs import once, readme_data, readme_prepare
 
-    def make(root):
-        prepare.prepare("bible-en-fr", root / "raw", vocab_size=1000, train_size=3000, valid_size=100,
-                        test_size=BIBLE_TEST_SIZE, log=lambda *_: None)  # fmt: skip
+    root = once(shared, "bible", readme_prepare)
+    data = readme_data(root)
+    counts = json.loads((data / "counts.json").read_text())["lines"]
+    assert (counts["train.en"], counts["valid.en"], counts["test.fr"]) == (3000, 100, BIBLE_TEST_SIZE)
+    return {"root": root, "raw": data, "bin": data / "bin"}
 
-    root = once(shared, "bible", make)
-    return {"root": root, "raw": root / "raw", "bin": root / "raw" / "bin"}
+
+@pytest.fixture(scope="session")
+def readme_run(shared, bible):
+    """The folder where the README example's fairseq-train and fairseq-generate commands ran
+    as written, on ``bible`` (tests/shared_runs.py): its checkpoints and ``example.log``."""
+    from shared_runs import once, readme_run
+
+    return once(shared, "readme-run", lambda folder: readme_run(folder, bible["raw"]))
 
 
 @pytest.fixture(scope="session")

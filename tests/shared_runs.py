@@ -13,10 +13,14 @@ refusals); each is trained at most once per run, by the first test that asks for
 
 import fcntl
 import os
+import re
+import shlex
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
-from conftest import USER_DIR, run_cli
+from conftest import REPO, USER_DIR, run_cli, run_module
 
 DONE = ".complete"
 
@@ -45,6 +49,59 @@ def once(root, name, make):
     return target
 
 
+#: The README's fairseq example: a heading of README.md and the one bash block under it.
+README_EXAMPLE = "## Train your own model with fairseq"
+
+
+def readme_example():
+    """The example's commands in order (prepare, fairseq-train, fairseq-generate), each as
+    written there, continuation lines included; blank lines separate them."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split(README_EXAMPLE, 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+    return [command.strip() for command in block.split("\n\n") if command.strip()]
+
+
+def readme_argv(index):
+    """The example's command ``index`` as an argument list, as bash splits it."""
+    return shlex.split(readme_example()[index].replace("\\\n", " "))
+
+
+def _readme_prepare_argv():
+    argv = readme_argv(0)
+    assert argv[:3] == ["python", "-m", "admin_fairseq.recipes.prepare"], argv
+    return argv
+
+
+def readme_data(root):
+    """Where the example's prepare command, run in ``root``, writes its data."""
+    argv = _readme_prepare_argv()
+    return root / argv[argv.index("--out") + 1]
+
+
+def readme_prepare(root):
+    """The example's prepare command, run in ``root`` in this process: the module's ``main``
+    on the command's arguments, as ``python -m`` runs it."""
+    argv = _readme_prepare_argv()
+    result = run_module(argv[2], *argv[3:], cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def readme_run(folder, data):
+    """The example's fairseq-train and fairseq-generate commands as written, in bash, in
+    ``folder``: ``data/...`` there is the prepared ``data`` (the README's prepare command's
+    output), ``admin_fairseq`` the plugin's folder, as in the repository root. Their output
+    goes to ``folder/example.log``."""
+    (folder / "admin_fairseq").symlink_to(REPO / "admin_fairseq")
+    (folder / "data").mkdir()
+    (folder / "data" / data.name).symlink_to(data)
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", "\n\n".join(readme_example()[1:])], cwd=folder,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1500)  # fmt: skip
+    (folder / "example.log").write_text(result.stdout)
+    assert result.returncode == 0, result.stdout[-4000:]
+
+
 #: 3L-3L, 64 wide, 250 updates on the Bible slice: enough for translations that are not
 #: all alike, so that comparisons of decoders (fairseq-generate, CTranslate2) mean something.
 #: Shared embeddings and sinusoidal positions, as in the recipes and the main job.
@@ -60,22 +117,46 @@ DEPLOY_TRAIN = [
     "--label-smoothing", "0.1", "--max-tokens", "2048", "--max-update", "250", "--seed", "3",
     "--no-progress-bar", "--no-epoch-checkpoints", "--num-workers", "0", "--share-all-embeddings",
 ]  # fmt: skip
-MODELS = {
+#: 3L-3L, 32 wide, 120 updates, logged every 10: the export tests' models (tests/test_export.py)
+#: and, for the variants they share, the training runs of
+#: tests/test_cli_end_to_end.py::test_every_variant_trains_through_fairseq_train.
+SMALL_SHAPE = [
+    "--arch", "transformer_admin_tiny", "--encoder-layers", "3", "--decoder-layers", "3",
+    "--encoder-embed-dim", "32", "--decoder-embed-dim", "32",
+    "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64",
+]  # fmt: skip
+SMALL_TRAIN = [
+    "--optimizer", "adam", "--lr", "3e-3", "--lr-scheduler", "inverse_sqrt",
+    "--warmup-updates", "40", "--criterion", "label_smoothed_cross_entropy",
+    "--label-smoothing", "0.1", "--max-tokens", "1024", "--max-update", "120", "--seed", "2",
+    "--no-progress-bar", "--log-format", "simple", "--log-interval", "10",
+    "--no-epoch-checkpoints", "--num-workers", "0",
+]  # fmt: skip
+SMALL_SHARED = [*SMALL_SHAPE, *SMALL_TRAIN, "--layernorm-embedding", "--share-all-embeddings"]
+DEPLOY_MODELS = {
     "vector omega": [*DEPLOY_SHAPE, *DEPLOY_TRAIN, "--admin-init", "--admin-as-parameter"],
     "scalar omega": [*DEPLOY_SHAPE, *DEPLOY_TRAIN, "--admin-init"],
     "deepnet": [*DEPLOY_SHAPE, *DEPLOY_TRAIN, "--deepnet"],
 }
+MODELS = {
+    **DEPLOY_MODELS,
+    "small vector omega": [*SMALL_SHARED, "--admin-init", "--admin-as-parameter"],
+    "small profiled omega": [*SMALL_SHARED, "--admin-init", "--admin-profile"],
+    "small deepnet": [*SMALL_SHARED, "--deepnet"],
+}
 
 
 def train(bible, save_dir, flags):
-    """fairseq-train on the Bible slice; the path of its ``checkpoint_last.pt``."""
-    run_cli("fairseq-train", bible["bin"], "--user-dir", USER_DIR, *flags, "--save-dir", save_dir,
-            cwd=save_dir.parent)  # fmt: skip
+    """fairseq-train on the Bible slice; the path of its ``checkpoint_last.pt``. What it
+    printed is kept next to the save dir, in ``train.log``."""
+    result = run_cli("fairseq-train", bible["bin"], "--user-dir", USER_DIR, *flags, "--save-dir", save_dir,
+                     cwd=save_dir.parent)  # fmt: skip
+    (save_dir.parent / "train.log").write_text(result.stdout + result.stderr)
     return save_dir / "checkpoint_last.pt"
 
 
 def trained_model(root, bible, name):
     """The checkpoint of ``MODELS[name]``, trained once for the whole run (read only: a
-    test that changes it copies it first)."""
+    test that changes it copies it first); its training log is ``../train.log``."""
     folder = once(root, "model-" + name.replace(" ", "-"), lambda out: train(bible, out / "ckpt", MODELS[name]))
     return folder / "ckpt" / "checkpoint_last.pt"

@@ -1,14 +1,14 @@
 """End to end through fairseq's own command-line entry points on real parallel text.
 
-A slice of the Bible (en-fr; train 3,000 verses from all books but Mark, test on the first
-100 verses of Mark) is fetched and cached by the project's data code, encoded with a joint
-sentencepiece model, binarised with ``fairseq-preprocess``, then a 6L-6L Admin model is
-trained with ``fairseq-train --user-dir``, reloaded, resumed, and translated with
-``fairseq-generate --user-dir``; the output is scored with sacreBLEU.
+The README's example (tests/shared_runs.py) prepares a slice of the Bible (en-fr; train 3,000
+verses from all books but Mark, test on the first 100 verses of Mark), trains a 6L-6L Admin
+model with a trained vector omega through ``fairseq-train --user-dir`` and translates the
+test set with ``fairseq-generate --user-dir``, as written there. Here that run is reloaded,
+resumed and scored with sacreBLEU; smaller models train every variant by flags.
 """
 
 import re
-from pathlib import Path
+import shutil
 
 import pytest
 import torch
@@ -21,15 +21,10 @@ from admin_fairseq.checkpoints import read as read_checkpoint
 
 from conftest import BIBLE_TEST_SIZE as TEST_SIZE
 from conftest import USER_DIR, run_cli
+import shared_runs
+from shared_runs import readme_argv
 
-LAYERS = 6
-MODEL = [
-    "--arch", "transformer_admin_tiny", "--encoder-layers", str(LAYERS),
-    "--decoder-layers", str(LAYERS), "--encoder-embed-dim", "64", "--decoder-embed-dim", "64",
-    "--encoder-ffn-embed-dim", "128", "--decoder-ffn-embed-dim", "128",
-    "--encoder-attention-heads", "4", "--decoder-attention-heads", "4",
-    "--share-all-embeddings", "--admin-init",
-]  # fmt: skip
+LAYERS = 6  # the README example's model
 OPTIM = [
     "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "2e-3",
     "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "100", "--warmup-init-lr", "1e-7",
@@ -38,16 +33,6 @@ OPTIM = [
     "--log-format", "simple", "--save-interval-updates", "100", "--keep-interval-updates", "1",
     "--no-epoch-checkpoints", "--num-workers", "0",
 ]  # fmt: skip
-FIRST_RUN_UPDATES = 300
-RESUMED_UPDATES = 400
-
-
-def _train(bible, save_dir, max_update, *extra):
-    result = run_cli(
-        "fairseq-train", bible["bin"], "--user-dir", USER_DIR, *MODEL, *OPTIM, *extra,
-        "--max-update", max_update, "--save-dir", save_dir, cwd=save_dir.parent,
-    )  # fmt: skip
-    return result.stdout + result.stderr
 
 
 def _train_losses(log):
@@ -60,12 +45,14 @@ def _omegas(state_dict):
     return {k: v for k, v in state_dict.items() if k.endswith("_residual.omega")}
 
 
-def _assert_rebuilt_as_saved(checkpoint, layers):
-    """The omegas in the file are those of the model fairseq rebuilds from it; returns them."""
+def _assert_rebuilt_as_saved(checkpoint, layers, data=None):
+    """The omegas in the file are those of the model fairseq rebuilds from it (with the data
+    folder ``data`` where the run's was a relative path); returns them."""
     saved = _omegas(read_checkpoint(checkpoint)["model"])
     assert len(saved) == 2 * layers + 3 * layers
     plugin.load()  # what --user-dir does in fairseq's commands
-    models, _, _ = checkpoint_utils.load_model_ensemble_and_task([str(checkpoint)])
+    overrides = {"data": str(data)} if data else None
+    models, _, _ = checkpoint_utils.load_model_ensemble_and_task([str(checkpoint)], arg_overrides=overrides)
     rebuilt = _omegas(models[0].state_dict())
     assert saved.keys() == rebuilt.keys()
     for key, value in saved.items():
@@ -87,42 +74,46 @@ def test_a_scalar_omega_is_saved_as_initialised_and_rebuilt_as_saved(trained):
 
 
 @pytest.mark.slow
-def test_train_reload_resume_generate_score(bible, tmp_path):
-    """The chain with a trained vector omega (--admin-as-parameter). The scalar form (a
-    buffer) is checked on the shared model the deployment tests translate with
-    (test_a_scalar_omega_is_saved_as_initialised_and_rebuilt_as_saved), its resume in
+def test_train_reload_resume_generate_score(bible, readme_run, tmp_path):
+    """The chain on the README example's run, a trained vector omega (--admin-as-parameter).
+    The scalar form (a buffer) is checked on the shared model the deployment tests translate
+    with (test_a_scalar_omega_is_saved_as_initialised_and_rebuilt_as_saved), its resume in
     tests/test_kill_resume.py."""
-    save_dir = tmp_path / "checkpoints"
+    log = (readme_run / "example.log").read_text()
+    train_argv = readme_argv(1)
+    updates = int(train_argv[train_argv.index("--max-update") + 1])
 
-    # 1. train a deep Admin model for a few hundred updates: the loss must fall
-    log = _train(bible, save_dir, FIRST_RUN_UPDATES, "--admin-as-parameter")
+    # 1. the deep Admin model trained for a few hundred updates: the loss fell (the first
+    # logged value is the mean over updates 1-100, fairseq's default log interval)
     losses = _train_losses(log)
-    assert losses and losses[-1][0] == FIRST_RUN_UPDATES, log[-3000:]
-    assert losses[-1][1] < losses[0][1] - 2.0, losses
+    assert losses and losses[-1][0] == updates, log[-3000:]
+    assert losses[-1][1] < losses[0][1] - 1.5, losses
 
     # 2. reload: omega in the checkpoint file == omega in the model fairseq rebuilds from it
-    last = save_dir / "checkpoint_last.pt"
-    saved = _assert_rebuilt_as_saved(last, LAYERS)
+    last = readme_run / train_argv[train_argv.index("--save-dir") + 1] / "checkpoint_last.pt"
+    saved = _assert_rebuilt_as_saved(last, LAYERS, data=bible["bin"])  # the README's data/... path
     enc_key = "encoder.layers.0.self_attn_residual.omega"
     assert saved[enc_key].shape == (64,)  # a trained vector: it moved away from its initial value
     assert not torch.allclose(saved[enc_key], torch.full((64,), calculate_init(2 * LAYERS)))
 
-    # 3. resume: the same command with a later --max-update continues from update 300
-    log = _train(bible, save_dir, RESUMED_UPDATES, "--admin-as-parameter")
-    assert re.search(rf"Loaded checkpoint .*checkpoint_last\.pt \(epoch \d+ @ {FIRST_RUN_UPDATES} updates\)", log), log[-3000:]
-    resumed = _train_losses(log)
-    assert resumed[0][0] > FIRST_RUN_UPDATES and resumed[-1][0] == RESUMED_UPDATES
+    # 3. resume: the README's command with a later --max-update (and a shorter log interval)
+    # continues from the last update, in a copy of the run's folder
+    save_dir = tmp_path / "checkpoints"
+    save_dir.mkdir()
+    shutil.copy(last, save_dir / "checkpoint_last.pt")
+    assert train_argv[0] == "fairseq-train"
+    result = run_cli(*train_argv, "--max-update", updates + 50, "--log-interval", "10", "--save-dir", save_dir,
+                     cwd=readme_run)  # fmt: skip
+    resumed_log = result.stdout + result.stderr
+    assert re.search(rf"Loaded checkpoint .*checkpoint_last\.pt \(epoch \d+ @ {updates} updates\)", resumed_log), \
+        resumed_log[-3000:]  # fmt: skip
+    resumed = _train_losses(resumed_log)
+    assert resumed[0][0] > updates and resumed[-1][0] == updates + 50
     assert abs(resumed[0][1] - losses[-1][1]) < 1.0, (losses[-1], resumed[0])
 
-    # 4. generate with the plugin and score every test sentence with sacreBLEU
-    result = run_cli(
-        "fairseq-generate", bible["bin"], "--user-dir", USER_DIR, "--path", last,
-        "--gen-subset", "test", "--beam", "4", "--batch-size", "64",
-        "--required-batch-size-multiple", "1", "--bpe", "sentencepiece",
-        "--sentencepiece-model", bible["raw"] / "spm.model", cwd=tmp_path,
-    )  # fmt: skip
-    hyps = read_hypotheses(result.stdout.splitlines(), TEST_SIZE)
-    refs = Path(bible["raw"] / "test.fr").read_text(encoding="utf-8").splitlines()
+    # 4. the README's fairseq-generate translated every test sentence; score them with sacreBLEU
+    hyps = read_hypotheses(log.splitlines(), TEST_SIZE)
+    refs = (bible["raw"] / "test.fr").read_text(encoding="utf-8").splitlines()
     assert len(refs) == TEST_SIZE
     assert sum(bool(h.strip()) for h in hyps) > TEST_SIZE // 2
     scores = score(hyps, refs)
@@ -142,37 +133,46 @@ def test_cli_rejects_unknown_output_change_scale(dict_dir, tmp_path):
     assert "O(logn)" in result.stderr and "O(1)" in result.stderr
 
 
-VARIANTS = {
+VARIANTS = {  # the flags of each variant, or the shared model (tests/shared_runs.py) that is it
     "post-ln": [],
     "pre-ln": ["--encoder-normalize-before", "--decoder-normalize-before"],
-    "admin": ["--admin-init"],
-    "admin-profiled": ["--admin-init", "--admin-profile"],
-    "deepnet": ["--deepnet"],
+    "admin": "small vector omega",
+    "admin-profiled": "small profiled omega",
+    "deepnet": "small deepnet",
 }
-SMALL_MODEL = [
-    "--arch", "transformer_admin_tiny", "--encoder-layers", "3", "--decoder-layers", "3",
-    "--encoder-embed-dim", "32", "--decoder-embed-dim", "32",
-    "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64", "--share-all-embeddings",
-]  # fmt: skip
+SMALL_MODEL = [*shared_runs.SMALL_SHAPE, "--share-all-embeddings"]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_every_variant_trains_through_fairseq_train(bible, tmp_path, variant):
-    """One preset, every variant by flags only; the profiled one profiles once, not on resume."""
-    def train(max_update):
-        result = run_cli("fairseq-train", bible["bin"], "--user-dir", USER_DIR, *SMALL_MODEL,
-                         *VARIANTS[variant], *OPTIM, "--max-update", max_update,
-                         "--log-interval", "10", "--save-dir", tmp_path / "ckpt", cwd=tmp_path)  # fmt: skip
+def test_every_variant_trains_through_fairseq_train(bible, trained, tmp_path, variant):
+    """One preset, every variant by flags only: the loss falls; the profiled one profiles
+    once, not on resume. The Admin and DeepNet variants are the export tests' shared models
+    (120 updates); the two baselines train 30 updates here."""
+    def train(flags, save_dir):
+        result = run_cli("fairseq-train", bible["bin"], "--user-dir", USER_DIR, *flags, "--save-dir", save_dir,
+                         cwd=tmp_path)  # fmt: skip
         return result.stdout + result.stderr
 
-    log = train(30)
+    if isinstance(VARIANTS[variant], str):
+        checkpoint = trained(VARIANTS[variant])
+        flags = shared_runs.MODELS[VARIANTS[variant]]
+        log = (checkpoint.parent.parent / "train.log").read_text()
+    else:
+        flags = [*SMALL_MODEL, *VARIANTS[variant], *shared_runs.SMALL_TRAIN, "--max-update", "30"]
+        log = train(flags, tmp_path / "first")
+        checkpoint = tmp_path / "first" / "checkpoint_last.pt"
+    updates = int([flags[i + 1] for i, flag in enumerate(flags) if flag == "--max-update"][-1])  # argparse: the last
     losses = _train_losses(log)
-    assert [u for u, _ in losses] == [10, 20, 30] and losses[-1][1] < losses[0][1], losses
+    assert [u for u, _ in losses] == list(range(10, updates + 1, 10)) and losses[-1][1] < losses[0][1], losses
     profiled = len(re.findall(r"Admin profiled \d+ (encoder|decoder) omegas", log))
     assert profiled == (2 if variant == "admin-profiled" else 0)
-    log = train(40)
-    assert "(epoch 1 @ 30 updates)" in log
+
+    resumed = tmp_path / "resumed"  # the same command, a later stop, from a copy of the checkpoint
+    resumed.mkdir()
+    shutil.copy(checkpoint, resumed / "checkpoint_last.pt")
+    log = train([*flags, "--max-update", updates + 10], resumed)
+    assert f"(epoch 1 @ {updates} updates)" in log
     assert "Admin profiled" not in log
 
 

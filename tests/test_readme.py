@@ -1,11 +1,9 @@
 """Keep the README and the docs pages from drifting away from the code and the results."""
 
 import json
-import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from fairseq.models import ARCH_MODEL_REGISTRY
@@ -17,6 +15,7 @@ plugin.load()  # registers the presets this file checks against the README
 from admin_fairseq.core.omega import omega_table
 
 from conftest import REPO
+from shared_runs import readme_data
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
 PAGES = {path: path.read_text(encoding="utf-8") for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]}
@@ -180,18 +179,14 @@ def test_every_link_resolves():
 
 
 @pytest.mark.slow
-def test_the_readmes_fairseq_example_runs_as_written(tmp_path):
-    """The README's data, fairseq-train and fairseq-generate commands, run as written (from
-    a folder where `admin_fairseq` is the plugin's folder, as in the repository root)."""
-    section = README.split("## Train your own model with fairseq", 1)[1].split("\n## ", 1)[0]
-    (block,) = _code_blocks("bash", section)
-    (tmp_path / "admin_fairseq").symlink_to(REPO / "admin_fairseq")
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    result = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=1500)  # fmt: skip
-    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    assert (tmp_path / "checkpoints" / "bible-admin-6l" / "checkpoint_last.pt").exists()
-    assert re.search(r"Generate test with beam=4: BLEU = [\d.]+", result.stdout + result.stderr)
+def test_the_readmes_fairseq_example_runs_as_written(bible, readme_run):
+    """The README's data, fairseq-train and fairseq-generate commands, run as written: the
+    prepare command made the suite's ``bible`` data, the other two ran on it in bash from a
+    folder where ``admin_fairseq`` is the plugin's folder, as in the repository root
+    (tests/shared_runs.py; tests/test_cli_end_to_end.py reloads, resumes and scores the run)."""
+    assert bible["raw"] == readme_data(bible["root"]) and (bible["bin"] / "test.en-fr.fr.bin").exists()
+    assert (readme_run / "checkpoints" / "bible-admin-6l" / "checkpoint_last.pt").exists()
+    assert re.search(r"Generate test with beam=4: BLEU = [\d.]+", (readme_run / "example.log").read_text())
 
 
 def test_translation_benchmark_tables_are_the_scripts_output():
