@@ -14,9 +14,9 @@ from admin_fairseq.evaluation import score
 from admin_fairseq.translate import read_lines, translate_lines
 
 import shared_runs
-from conftest import USER_DIR, run_cli, run_module
+from conftest import USER_DIR, generate_in_process, run_module
 
-MODELS = list(shared_runs.MODELS)  # the recipes' and the main job's embeddings: shared, sinusoidal positions
+MODELS = list(shared_runs.DEPLOY_MODELS)  # the recipes' and the main job's embeddings: shared, sinusoidal positions
 DECODING = ["--beam", "4", "--lenpen", "1", "--max-len-a", "0", "--max-len-b", "80"]  # no batch-dependent limit
 
 
@@ -52,13 +52,15 @@ def test_order_and_empty_lines_are_kept_across_length_sorted_batches():
 
 
 def _generate(bible, checkpoint, cwd):
-    """fairseq-generate's translations of the test set, detokenized, in test-set order."""
+    """fairseq-generate's translations of the test set, detokenized, in test-set order
+    (decoded in this process; the command in a fresh process is tests/test_export.py's and
+    the README example's)."""
     import sentencepiece
 
-    result = run_cli("fairseq-generate", bible["bin"], "--user-dir", USER_DIR, "--path", checkpoint,
-                     "--gen-subset", "test", *DECODING, "--batch-size", "16",
-                     "--required-batch-size-multiple", "1", cwd=cwd)  # fmt: skip
-    hyps = dict(re.findall(r"^H-(\d+)\t\S+\t(.*)$", result.stdout, flags=re.M))
+    output = generate_in_process(bible["bin"], "--user-dir", USER_DIR, "--path", checkpoint, "--gen-subset", "test",
+                                 *DECODING, "--batch-size", "16", "--required-batch-size-multiple", "1",
+                                 cwd=cwd)  # fmt: skip
+    hyps = dict(re.findall(r"^H-(\d+)\t\S+\t(.*)$", output, flags=re.M))
     processor = sentencepiece.SentencePieceProcessor(model_file=str(bible["raw"] / "spm.model"))
     return [processor.decode(hyps[str(i)].split()) for i in range(len(hyps))]
 

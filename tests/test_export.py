@@ -2,7 +2,8 @@
 
 Small models are trained on the Bible slice through fairseq-train, exported with the
 script, then compared with the original on real test sentences (teacher-forced
-log-probabilities) and through fairseq-generate, the export loaded *without* --user-dir.
+log-probabilities) and through fairseq-generate, the export loaded *without* --user-dir (in
+a fresh process of plain fairseq for one case, FRESH_PROCESS_CASE).
 """
 
 import math
@@ -16,32 +17,19 @@ import torch
 from admin_fairseq.export import max_logprob_difference
 
 import shared_runs
-from conftest import REPO, USER_DIR, run_cli, run_module
-
-SHAPE = [
-    "--arch", "transformer_admin_tiny", "--encoder-layers", "3", "--decoder-layers", "3",
-    "--encoder-embed-dim", "32", "--decoder-embed-dim", "32",
-    "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64",
-]  # fmt: skip
-TRAIN = [
-    "--optimizer", "adam", "--lr", "3e-3", "--lr-scheduler", "inverse_sqrt",
-    "--warmup-updates", "40", "--criterion", "label_smoothed_cross_entropy",
-    "--label-smoothing", "0.1", "--max-tokens", "1024", "--max-update", "120", "--seed", "2",
-    "--no-progress-bar", "--no-epoch-checkpoints", "--num-workers", "0",
-]  # fmt: skip
+from conftest import REPO, USER_DIR, generate_in_process, run_cli, run_module
 
 CASES = {
     # name: (flags, untied by the export: the fold into the embeddings adds parameters)
-    "vector, layernorm-embedding": (
-        ["--admin-init", "--admin-as-parameter", "--layernorm-embedding", "--share-all-embeddings"], False),
+    # a shared model (tests/shared_runs.py) or the flags of a model of this file's own
+    "vector, layernorm-embedding": ("small vector omega", False),
     "scalar, layernorm-embedding": (
         ["--admin-init", "--admin-output-change-scale", "O(1)", "--layernorm-embedding",
          "--share-all-embeddings"], False),
     "vector, learned positions, untied embeddings": (
         ["--admin-init", "--admin-as-parameter", "--encoder-learned-pos", "--decoder-learned-pos"], False),
-    "deepnet, layernorm-embedding": (["--deepnet", "--layernorm-embedding", "--share-all-embeddings"], False),
-    "profiled vector, layernorm-embedding": (
-        ["--admin-init", "--admin-profile", "--layernorm-embedding", "--share-all-embeddings"], False),
+    "deepnet, layernorm-embedding": ("small deepnet", False),
+    "profiled vector, layernorm-embedding": ("small profiled omega", False),
     "vector, decoder input tied to output": (
         ["--admin-init", "--admin-as-parameter", "--share-decoder-input-output-embed"], True),
     # the recipes' and the main job's models (shared embeddings, sinusoidal positions): the
@@ -59,7 +47,7 @@ LENGTH = ["--max-len-a", "0", "--max-len-b", "40"]
 
 
 def _train(bible, save_dir, flags):
-    return shared_runs.train(bible, save_dir, [*SHAPE, *flags, *TRAIN])
+    return shared_runs.train(bible, save_dir, [*shared_runs.SMALL_SHAPE, *flags, *shared_runs.SMALL_TRAIN])
 
 
 def _export(src, dst, cwd, check=True, in_process=True):
@@ -78,14 +66,22 @@ def _export(src, dst, cwd, check=True, in_process=True):
     return result
 
 
-def _hypotheses(bible, path, cwd, plugin):
+#: The case whose export fairseq-generate also decodes in a fresh process without the
+#: plugin, as a user of plain fairseq would; the other cases decode both models in this
+#: process (one fairseq start for all), where the plugin is loaded for the Admin model.
+FRESH_PROCESS_CASE = "vector, shared embeddings, sinusoidal"
+
+
+def _hypotheses(bible, path, cwd, plugin, fresh_process=False):
     extra = ["--user-dir", USER_DIR] if plugin else []
-    result = run_cli(
-        "fairseq-generate", bible["bin"], *extra, "--path", path, "--gen-subset", "test",
-        "--beam", "4", "--batch-size", "32", "--required-batch-size-multiple", "1", *LENGTH, cwd=cwd,
-    )  # fmt: skip
+    args = [bible["bin"], *extra, "--path", path, "--gen-subset", "test", "--beam", "4", "--batch-size", "32",
+            "--required-batch-size-multiple", "1", *LENGTH]  # fmt: skip
+    if fresh_process:
+        output = run_cli("fairseq-generate", *args, cwd=cwd).stdout
+    else:
+        output = generate_in_process(*args, cwd=cwd)
     hyps = {i: (float(score), text) for i, score, text in
-            re.findall(r"^H-(\d+)\t(\S+)\t(.*)$", result.stdout, flags=re.M)}  # fmt: skip
+            re.findall(r"^H-(\d+)\t(\S+)\t(.*)$", output, flags=re.M)}  # fmt: skip
     assert len(hyps) == 100
     return hyps
 
@@ -171,7 +167,7 @@ def test_export_matches_the_admin_model(bible, trained, tmp_path, case):
     assert_same_translations(
         ckpt, plain,
         _hypotheses(bible, ckpt, tmp_path, plugin=True),
-        _hypotheses(bible, plain, tmp_path, plugin=False),
+        _hypotheses(bible, plain, tmp_path, plugin=False, fresh_process=case == FRESH_PROCESS_CASE),
     )  # fmt: skip
 
 
@@ -243,7 +239,7 @@ def test_refuses_a_first_sublayer_it_cannot_fold():
 @pytest.mark.slow
 def test_refuses_a_checkpoint_that_is_not_admin(bible, tmp_path):
     save_dir = tmp_path / "ckpt"
-    run_cli("fairseq-train", bible["bin"], "--arch", "transformer_tiny", *TRAIN,
+    run_cli("fairseq-train", bible["bin"], "--arch", "transformer_tiny", *shared_runs.SMALL_TRAIN,
             "--max-update", "2", "--save-dir", save_dir, cwd=tmp_path)  # fmt: skip
     plain = tmp_path / "plain.pt"
     result = _export(save_dir / "checkpoint_last.pt", plain, tmp_path, check=False, in_process=False)
