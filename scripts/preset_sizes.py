@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from admin_fairseq import atomic  # noqa: E402
 from admin_fairseq.build import build_from_flags  # noqa: E402
+from admin_fairseq.recipes.plan import CHECKPOINT_BYTES_PER_PARAMETER  # noqa: E402
 
 PRESETS = [
     "transformer_admin_tiny", "transformer_admin_iwslt_de_en", "transformer_admin",
@@ -40,7 +41,6 @@ STATE_BYTES = {
     # --memory-efficient-fp16: fp16 weights 2 + fp16 gradients 2 + moments 8
     "--memory-efficient-fp16": 12,
 }
-CHECKPOINT_BYTES = 4 + 8  # fp32 weights and the two moments (fairseq saves fp32)
 
 
 def parameters(arch, vocab, device="meta"):
@@ -65,7 +65,7 @@ def rows(vocab):
         count, enc, dec, width = parameters(arch, vocab)
         out.append({"arch": arch, "layers": f"{enc}-{dec}", "width": width, "parameters": count,
                     **{name: count * b for name, b in STATE_BYTES.items()},
-                    "checkpoint": count * CHECKPOINT_BYTES})  # fmt: skip
+                    "checkpoint": count * CHECKPOINT_BYTES_PER_PARAMETER})  # fmt: skip
     return out
 
 
