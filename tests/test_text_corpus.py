@@ -67,6 +67,7 @@ def test_a_users_corpus_is_prepared_like_the_others(bible_recipe_data, tmp_path)
     again = _prepare(out, "--src", "en", "--tgt", "fr", "--train", corpus / "all", "--vocab-size", "600")
     assert again.returncode == 0 and "the split files are already there" in again.stdout
     assert "already binarised" in again.stdout
+    assert again.stdout.count("[1/3]") == 1, again.stdout  # step 1 is announced once
 
 
 def test_sides_with_different_line_counts_are_refused(tmp_path):

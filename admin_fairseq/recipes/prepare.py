@@ -155,8 +155,8 @@ def prepare(corpus, out_dir, raw_dir=None, offline=False, vocab_size=None, train
         _forget_earlier_bible(out_dir, source.src, source.tgt, log)
     _check_settings(out_dir, source.settings, log)  # other settings: start afresh
     text_done = out_dir / "text.done"
-    if text_done.exists():
-        log(f"[1/3] {out_dir}: the split files are already there")
+    if text_done.exists():  # step 1's marker once: a source with no line of its own printed it
+        log(f"{'[1/3] ' if source.what else '      '}{out_dir}: the split files are already there")
     else:
         if source.what:
             log(f"[1/3] {source.what}")
