@@ -7,8 +7,11 @@ lock instead: the first process to ask builds it, the others wait and reuse it. 
 that fails leaves no mark of completion, so the next process to ask builds it again and
 sees the same failure.
 
+The README's fairseq example is one of them: its prepare command makes the ``bible`` data,
+its fairseq-train and fairseq-generate commands run once as written (``readme_run``).
 ``MODELS`` names every small model that more than one test reads (deployment, export,
-refusals); each is trained at most once per run, by the first test that asks for it.
+refusals, the variants' training); each is trained at most once per run, by the first
+test that asks for it.
 """
 
 import fcntl
