@@ -105,15 +105,19 @@ def readme_run(folder, data):
     assert result.returncode == 0, result.stdout[-4000:]
 
 
+def tiny_shape(width):
+    """``transformer_admin_tiny`` at 3L-3L, ``width`` wide: feed-forward 2 x width, 2 heads
+    (the preset's own number of heads, given explicitly)."""
+    return ["--arch", "transformer_admin_tiny", "--encoder-layers", "3", "--decoder-layers", "3",
+            "--encoder-embed-dim", str(width), "--decoder-embed-dim", str(width),
+            "--encoder-ffn-embed-dim", str(2 * width), "--decoder-ffn-embed-dim", str(2 * width),
+            "--encoder-attention-heads", "2", "--decoder-attention-heads", "2"]  # fmt: skip
+
+
 #: 3L-3L, 64 wide, 250 updates on the Bible slice: enough for translations that are not
 #: all alike, so that comparisons of decoders (fairseq-generate, CTranslate2) mean something.
 #: Shared embeddings and sinusoidal positions, as in the recipes and the main job.
-DEPLOY_SHAPE = [
-    "--arch", "transformer_admin_tiny", "--encoder-layers", "3", "--decoder-layers", "3",
-    "--encoder-embed-dim", "64", "--decoder-embed-dim", "64",
-    "--encoder-ffn-embed-dim", "128", "--decoder-ffn-embed-dim", "128",
-    "--encoder-attention-heads", "2", "--decoder-attention-heads", "2",
-]  # fmt: skip
+DEPLOY_SHAPE = tiny_shape(64)
 DEPLOY_TRAIN = [
     "--optimizer", "adam", "--lr", "3e-3", "--lr-scheduler", "inverse_sqrt",
     "--warmup-updates", "60", "--criterion", "label_smoothed_cross_entropy",
@@ -123,11 +127,7 @@ DEPLOY_TRAIN = [
 #: 3L-3L, 32 wide, 120 updates, logged every 10: the export tests' models (tests/test_export.py)
 #: and, for the variants they share, the training runs of
 #: tests/test_cli_end_to_end.py::test_every_variant_trains_through_fairseq_train.
-SMALL_SHAPE = [
-    "--arch", "transformer_admin_tiny", "--encoder-layers", "3", "--decoder-layers", "3",
-    "--encoder-embed-dim", "32", "--decoder-embed-dim", "32",
-    "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64",
-]  # fmt: skip
+SMALL_SHAPE = tiny_shape(32)
 SMALL_TRAIN = [
     "--optimizer", "adam", "--lr", "3e-3", "--lr-scheduler", "inverse_sqrt",
     "--warmup-updates", "40", "--criterion", "label_smoothed_cross_entropy",

@@ -14,6 +14,7 @@ import torch
 
 from admin_fairseq.checkpoints import read as read_checkpoint
 from conftest import USER_DIR, cli_path, free_port
+from shared_runs import SMALL_SHAPE
 
 DUMP_EACH_RANK = """
 import sys
@@ -36,11 +37,7 @@ sys.argv[0] = "fairseq-train"
 sys.exit(fairseq_train.cli_main())
 """
 
-MODEL = [
-    "--arch", "transformer_admin_tiny", "--encoder-layers", "3", "--decoder-layers", "3",
-    "--encoder-embed-dim", "32", "--decoder-embed-dim", "32",
-    "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64", "--share-all-embeddings",
-]  # fmt: skip
+MODEL = [*SMALL_SHAPE, "--share-all-embeddings"]  # 3L-3L, 32 wide (tests/shared_runs.py)
 TRAIN = [
     "--optimizer", "adam", "--lr", "2e-3", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "50",
     "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1", "--max-tokens", "512",
