@@ -104,7 +104,12 @@ def generate_in_process(*args, cwd):
     """``fairseq-generate args`` as its console script's ``cli_main`` in this process: the
     same parsing and decoding without a Python and fairseq start per call (fairseq is
     imported here already). Returns what it printed (the hypotheses; its log goes to this
-    process's logging). A test that needs the command in a fresh process uses ``run_cli``."""
+    process's logging). A test that needs the command in a fresh process uses ``run_cli``.
+
+    The batches are read in this process (``--num-workers 0``; it changes no output): when
+    generate drops its data loader here, torch's shutdown of the loader's forked worker waits
+    out its whole 5-second poll interval before the worker exits (measured: 5.0 s per call),
+    idle time that every in-process decode would add."""
     import contextlib
     import io
 
@@ -112,7 +117,7 @@ def generate_in_process(*args, cwd):
 
     out = io.StringIO()
     saved = sys.argv
-    sys.argv = ["fairseq-generate", *map(str, args)]
+    sys.argv = ["fairseq-generate", *map(str, args), "--num-workers", "0"]
     try:
         with contextlib.redirect_stdout(out), contextlib.chdir(cwd):
             generate.cli_main()
