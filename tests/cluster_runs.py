@@ -25,7 +25,7 @@ def one_process(shared, data):
         result = subprocess.run(
             [sys.executable, "-m", "admin_fairseq.recipes.train", "--data", str(data),
              *RUN, "--save-dir", str(folder / "run"), "--", *FAIRSEQ],
-            capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="2"), timeout=900,
+            capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=900,
         )  # fmt: skip
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         assert "1 node(s) x 1 CPU process(es) x --max-tokens 512 x --update-freq 2" in result.stdout

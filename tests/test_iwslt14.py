@@ -231,7 +231,7 @@ def test_chain_on_the_small_archive_with_two_seeds(iwslt_data, tmp_path):
     CPU, two seeds: the table has the tokenized BLEU on the text as prepared and the seed summary."""
     root, _ = iwslt_data
     env = dict(os.environ, PYTHON=sys.executable, DATA=str(root / "data"), RUNS=str(tmp_path / "runs"),
-               METHODS="admin", DEPTHS="1-1", SEEDS="1 2", OMP_NUM_THREADS="2",
+               METHODS="admin", DEPTHS="1-1", SEEDS="1 2", OMP_NUM_THREADS="1",
                TRAIN_ARGS="--cpu --size cpu --log-interval 5 --avg-epochs 2-3",
                EVAL_ARGS="--beam 2")  # fmt: skip
     result = subprocess.run(["bash", str(REPO / "recipes/iwslt14_de_en.sh"), "train", "evaluate", "compare"],

@@ -18,7 +18,7 @@ from admin_fairseq.checkpoints import read as read_checkpoint
 
 
 LAYERS = {"admin-scalar": 3}
-ENV = dict(os.environ, OMP_NUM_THREADS="2", CUDA_VISIBLE_DEVICES="")
+ENV = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
 
 
 def _train(data, run, method, precision, max_update=40):

@@ -793,7 +793,7 @@ def test_bible_chain_prepare_train_evaluate_compare(tmp_path):
                FAIRSEQ_ARGS="--lr 2e-3 --warmup-updates 30 --dropout 0.1 --max-update 60 "
                             "--save-interval-updates 30 --no-epoch-checkpoints "
                             "--validate-interval-updates 30",
-               OMP_NUM_THREADS="2")  # fmt: skip
+               OMP_NUM_THREADS="1")  # fmt: skip
     result = subprocess.run(["bash", str(REPO / "recipes/bible_cpu.sh")], capture_output=True,
                             text=True, env=env, timeout=900)  # fmt: skip
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
