@@ -158,8 +158,14 @@ def train(bible, save_dir, flags):
     return save_dir / "checkpoint_last.pt"
 
 
+def train_log(checkpoint):
+    """What fairseq-train printed while :func:`train` made ``checkpoint`` (a file in its
+    save dir)."""
+    return (Path(checkpoint).parent.parent / "train.log").read_text()
+
+
 def trained_model(root, bible, name):
     """The checkpoint of ``MODELS[name]``, trained once for the whole run (read only: a
-    test that changes it copies it first); its training log is ``../train.log``."""
+    test that changes it copies it first); its training log: :func:`train_log`."""
     folder = once(root, "model-" + name.replace(" ", "-"), lambda out: train(bible, out / "ckpt", MODELS[name]))
     return folder / "ckpt" / "checkpoint_last.pt"

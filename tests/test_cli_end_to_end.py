@@ -157,7 +157,7 @@ def test_every_variant_trains_through_fairseq_train(bible, trained, tmp_path, va
     if isinstance(VARIANTS[variant], str):
         checkpoint = trained(VARIANTS[variant])
         flags = shared_runs.MODELS[VARIANTS[variant]]
-        log = (checkpoint.parent.parent / "train.log").read_text()
+        log = shared_runs.train_log(checkpoint)
     else:
         flags = [*SMALL_MODEL, *VARIANTS[variant], *shared_runs.SMALL_TRAIN, "--max-update", "30"]
         log = train(flags, tmp_path / "first")
