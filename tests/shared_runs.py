@@ -114,27 +114,27 @@ def tiny_shape(width):
             "--encoder-attention-heads", "2", "--decoder-attention-heads", "2"]  # fmt: skip
 
 
+def tiny_training(warmup, max_tokens, max_update, seed):
+    """Adam at lr 3e-3 (inverse square root, ``warmup`` updates) on label-smoothed cross
+    entropy, ``max_tokens`` a batch, ``max_update`` updates, without a progress bar."""
+    return ["--optimizer", "adam", "--lr", "3e-3", "--lr-scheduler", "inverse_sqrt",
+            "--warmup-updates", str(warmup), "--criterion", "label_smoothed_cross_entropy",
+            "--label-smoothing", "0.1", "--max-tokens", str(max_tokens), "--max-update", str(max_update),
+            "--seed", str(seed), "--no-progress-bar"]  # fmt: skip
+
+
 #: 3L-3L, 64 wide, 250 updates on the Bible slice: enough for translations that are not
 #: all alike, so that comparisons of decoders (fairseq-generate, CTranslate2) mean something.
 #: Shared embeddings and sinusoidal positions, as in the recipes and the main job.
 DEPLOY_SHAPE = tiny_shape(64)
-DEPLOY_TRAIN = [
-    "--optimizer", "adam", "--lr", "3e-3", "--lr-scheduler", "inverse_sqrt",
-    "--warmup-updates", "60", "--criterion", "label_smoothed_cross_entropy",
-    "--label-smoothing", "0.1", "--max-tokens", "2048", "--max-update", "250", "--seed", "3",
-    "--no-progress-bar", "--no-epoch-checkpoints", "--num-workers", "0", "--share-all-embeddings",
-]  # fmt: skip
+DEPLOY_TRAIN = [*tiny_training(warmup=60, max_tokens=2048, max_update=250, seed=3),
+                "--no-epoch-checkpoints", "--num-workers", "0", "--share-all-embeddings"]  # fmt: skip
 #: 3L-3L, 32 wide, 120 updates, logged every 10: the export tests' models (tests/test_export.py)
 #: and, for the variants they share, the training runs of
 #: tests/test_cli_end_to_end.py::test_every_variant_trains_through_fairseq_train.
 SMALL_SHAPE = tiny_shape(32)
-SMALL_TRAIN = [
-    "--optimizer", "adam", "--lr", "3e-3", "--lr-scheduler", "inverse_sqrt",
-    "--warmup-updates", "40", "--criterion", "label_smoothed_cross_entropy",
-    "--label-smoothing", "0.1", "--max-tokens", "1024", "--max-update", "120", "--seed", "2",
-    "--no-progress-bar", "--log-format", "simple", "--log-interval", "10",
-    "--no-epoch-checkpoints", "--num-workers", "0",
-]  # fmt: skip
+SMALL_TRAIN = [*tiny_training(warmup=40, max_tokens=1024, max_update=120, seed=2),
+               "--log-format", "simple", "--log-interval", "10", "--no-epoch-checkpoints", "--num-workers", "0"]  # fmt: skip
 SMALL_SHARED = [*SMALL_SHAPE, *SMALL_TRAIN, "--layernorm-embedding", "--share-all-embeddings"]
 DEPLOY_MODELS = {
     "vector omega": [*DEPLOY_SHAPE, *DEPLOY_TRAIN, "--admin-init", "--admin-as-parameter"],
