@@ -126,6 +126,59 @@ def generate_in_process(*args, cwd):
     return out.getvalue()
 
 
+#: the line format of fairseq-train's log (its module sets it up with logging.basicConfig)
+FAIRSEQ_LOG_FORMAT = ("%(asctime)s | %(levelname)s | %(name)s | %(message)s", "%Y-%m-%d %H:%M:%S")
+
+
+def train_in_process(*args, cwd, check=True):
+    """``fairseq-train args`` as its console script's ``cli_main`` in this process, for the
+    one-process runs whose result a test reads: the same parsing, training and checkpoints
+    without a Python, torch and fairseq start per run (about 6 CPU-seconds each). Returns a
+    CompletedProcess: the exit status (1 with the traceback for an exception) and, as
+    ``stdout``, what the command printed and logged, in fairseq's log format. The batches
+    are read in this process (``--num-workers 0``, as for :func:`generate_in_process`). A
+    test of the process itself (signals, exit, several workers) runs it with ``run_cli``."""
+    import contextlib
+    import io
+    import traceback
+
+    from fairseq_cli import train
+
+    if "--user-dir" in map(str, args):  # fairseq skips a --user-dir already imported here
+        from admin_fairseq import plugin
+
+        plugin.load()  # what importing it as the plugin does
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter(*FAIRSEQ_LOG_FORMAT))
+    root = logging.getLogger()
+    loggers = [root, logging.getLogger("fairseq")]  # this suite quiets fairseq's (above)
+    levels, saved_argv, code = [logger.level for logger in loggers], sys.argv, 0
+    root.addHandler(handler)
+    for logger in loggers:
+        logger.setLevel(logging.INFO)
+    sys.argv = ["fairseq-train", *map(str, args), "--num-workers", "0"]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out), contextlib.chdir(cwd):
+            try:
+                train.cli_main()
+            except SystemExit as exit_:  # argparse's refusals
+                code = exit_.code if isinstance(exit_.code, int) else 1
+            except Exception:  # noqa: BLE001  what the command would print before exiting 1
+                out.write(traceback.format_exc())
+                code = 1
+    finally:
+        sys.argv = saved_argv
+        root.removeHandler(handler)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+    result = subprocess.CompletedProcess(["fairseq-train", *map(str, args)], code, out.getvalue(), "")
+    if check and code != 0:
+        raise AssertionError(f"fairseq-train {' '.join(map(str, args))} exited {code}\n--- output (tail) ---\n"
+                             f"{result.stdout[-6000:]}")  # fmt: skip
+    return result
+
+
 CLUSTER_TOOLS_INSTALL = "sudo bash scripts/install_cluster_tools.sh"
 
 

@@ -23,7 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO, USER_DIR, run_cli, run_module
+from conftest import REPO, USER_DIR, run_module, train_in_process
 
 DONE = ".complete"
 
@@ -150,11 +150,12 @@ MODELS = {
 
 
 def train(bible, save_dir, flags):
-    """fairseq-train on the Bible slice; the path of its ``checkpoint_last.pt``. What it
-    printed is kept next to the save dir, in ``train.log``."""
-    result = run_cli("fairseq-train", bible["bin"], "--user-dir", USER_DIR, *flags, "--save-dir", save_dir,
-                     cwd=save_dir.parent)  # fmt: skip
-    (save_dir.parent / "train.log").write_text(result.stdout + result.stderr)
+    """fairseq-train on the Bible slice, in this process (``conftest.train_in_process``); the
+    path of its ``checkpoint_last.pt``. What it printed is kept next to the save dir, in
+    ``train.log``."""
+    result = train_in_process(bible["bin"], "--user-dir", USER_DIR, *flags, "--save-dir", save_dir,
+                              cwd=save_dir.parent)  # fmt: skip
+    (save_dir.parent / "train.log").write_text(result.stdout)
     return save_dir / "checkpoint_last.pt"
 
 

@@ -20,7 +20,7 @@ from admin_fairseq.evaluation import read_hypotheses, score
 from admin_fairseq.checkpoints import read as read_checkpoint
 
 from conftest import BIBLE_TEST_SIZE as TEST_SIZE
-from conftest import USER_DIR, run_cli
+from conftest import USER_DIR, run_cli, train_in_process
 import shared_runs
 from shared_runs import readme_argv
 
@@ -150,9 +150,8 @@ def test_every_variant_trains_through_fairseq_train(bible, trained, tmp_path, va
     once, not on resume. The Admin and DeepNet variants are the export tests' shared models
     (120 updates); the two baselines train 30 updates here."""
     def train(flags, save_dir):
-        result = run_cli("fairseq-train", bible["bin"], "--user-dir", USER_DIR, *flags, "--save-dir", save_dir,
-                         cwd=tmp_path)  # fmt: skip
-        return result.stdout + result.stderr
+        return train_in_process(bible["bin"], "--user-dir", USER_DIR, *flags, "--save-dir", save_dir,
+                                cwd=tmp_path).stdout  # fmt: skip
 
     if isinstance(VARIANTS[variant], str):
         checkpoint = trained(VARIANTS[variant])

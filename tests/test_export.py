@@ -17,7 +17,7 @@ import torch
 from admin_fairseq.export import max_logprob_difference
 
 import shared_runs
-from conftest import REPO, USER_DIR, generate_in_process, run_cli, run_module
+from conftest import REPO, USER_DIR, generate_in_process, run_cli, run_module, train_in_process
 
 CASES = {
     # name: (flags, untied by the export: the fold into the embeddings adds parameters)
@@ -239,8 +239,8 @@ def test_refuses_a_first_sublayer_it_cannot_fold():
 @pytest.mark.slow
 def test_refuses_a_checkpoint_that_is_not_admin(bible, tmp_path):
     save_dir = tmp_path / "ckpt"
-    run_cli("fairseq-train", bible["bin"], "--arch", "transformer_tiny", *shared_runs.SMALL_TRAIN,
-            "--max-update", "2", "--save-dir", save_dir, cwd=tmp_path)  # fmt: skip
+    train_in_process(bible["bin"], "--arch", "transformer_tiny", *shared_runs.SMALL_TRAIN,
+                     "--max-update", "2", "--save-dir", save_dir, cwd=tmp_path)  # fmt: skip
     plain = tmp_path / "plain.pt"
     result = _export(save_dir / "checkpoint_last.pt", plain, tmp_path, check=False, in_process=False)
     assert result.returncode == 2
