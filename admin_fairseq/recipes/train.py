@@ -305,9 +305,9 @@ def main(argv=None):
         if args.slurm or record.workers > 1:
             for line in rank_table(record):
                 print(f"[train] {line}")
-        if args.extra:  # the recipe's own flags are fairseq's (tested); the user's are parsed here
-            check_fairseq_flags(commands)
         if args.dry_run:
+            if args.extra:  # the recipe's own flags are fairseq's (tested); the user's are parsed here
+                check_fairseq_flags(commands)
             try:
                 check_prepared(args.data)
             except RecipeError as err:  # a dry run may come before the data; say so
@@ -315,15 +315,20 @@ def main(argv=None):
             for command in commands:
                 print(shlex.join(command))
             return 0
+        # before the checks that load fairseq and build the model: a finished run's flags
+        # passed them when it started, and a loop of runs (recipes/run.sh) run again skips
+        # its finished ones at once
+        if finished_before(record) and not options["force"]:
+            print(f"[train] {record.save_dir} already finished this exact command (see its run.json); "
+                  "nothing to do. --force trains it again from its last checkpoint")  # fmt: skip
+            return 0
+        if args.extra:
+            check_fairseq_flags(commands)
         check_prepared(args.data)
         check_disk(record)
     except UserError as err:
         print(f"train: error: {err}", file=sys.stderr)
         return 2
-    if finished_before(record) and not options["force"]:
-        print(f"[train] {record.save_dir} already finished this exact command (see its run.json); "
-              "nothing to do. --force trains it again from its last checkpoint")  # fmt: skip
-        return 0
     for line in resubmission_notes(record):
         print(f"[train] {line}")
     print(f"[train] {record.command}")
