@@ -7,7 +7,7 @@ argument, so resuming training or running ``fairseq-generate`` fails with
 ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``, disables the check for every load in the process,
 untrusted files included. Instead, when fairseq loads the plugin, :func:`allow_fairseq_checkpoints`
 adds to torch's allowlist only what a fairseq 0.12 checkpoint holds beyond plain data:
-``argparse.Namespace`` (:data:`admin_fairseq.checkpoints.FAIRSEQ_CHECKPOINT_GLOBALS`), and
+the classes of :func:`admin_fairseq.checkpoints.allowed_globals`, and
 :func:`admin_fairseq.checkpoints.guard_fairseq_loader` makes fairseq read each file through
 the project's one checkpoint reader first, which names the file and any refused class.
 
@@ -17,7 +17,7 @@ other ranks, not about files.
 
 import torch
 
-from admin_fairseq.checkpoints import FAIRSEQ_CHECKPOINT_GLOBALS
+from admin_fairseq.checkpoints import allowed_globals
 
 
 def allow_fairseq_checkpoints():
@@ -27,7 +27,7 @@ def allow_fairseq_checkpoints():
     """
     add_safe_globals = getattr(torch.serialization, "add_safe_globals", None)
     if add_safe_globals is not None:
-        add_safe_globals(list(FAIRSEQ_CHECKPOINT_GLOBALS))
+        add_safe_globals(list(allowed_globals()))
 
 
 def _receive_broadcast_object(obj, src_rank, group, dist_device):

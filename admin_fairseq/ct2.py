@@ -25,7 +25,7 @@ import time
 from argparse import Namespace
 from pathlib import Path
 
-from admin_fairseq import atomic
+from admin_fairseq import atomic, outputs
 from admin_fairseq import checkpoints
 from admin_fairseq.errors import UserError
 
@@ -112,6 +112,25 @@ def _plain_checkpoint_for_converter(source, target):
     torch.save(state, target)
 
 
+def _check_out(out, force):
+    """Refuse an --out that is a file, or a folder ct2 did not write (with --force, a ct2
+    folder that holds anything ct2 did not put there); before anything is read or written."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise DeployError(f"--out {out} is a file, not a folder; give the name of a folder to create")
+    if not out.exists():
+        return
+    if not force:
+        raise DeployError(f"{out} exists; choose another --out or pass --force to replace it")
+    folder = outputs.Folder(out, "ct2")
+    if not (out / outputs.MANIFEST).exists() or folder.written_by_other():
+        raise DeployError(f"--force replaces only a folder that ct2 wrote, and {out} was not written by "
+                          "ct2 (no record of its files); choose another --out")  # fmt: skip
+    extra = folder.extra()
+    if extra:
+        raise DeployError(f"{out} holds {', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''}, which "
+                          "ct2 did not write; move it away or choose another --out")  # fmt: skip
+
+
 def convert(checkpoint, out, quantization="float32", data=None, spm_model=None, force=False, log=print):
     """Write the CTranslate2 model folder ``out``; return its record (a dict)."""
     import torch
@@ -125,15 +144,16 @@ def convert(checkpoint, out, quantization="float32", data=None, spm_model=None, 
     if quantization not in QUANTIZATIONS:
         raise DeployError(f"--quantization must be one of {', '.join(QUANTIZATIONS)}; got {quantization!r}")
     out = Path(out)
-    if out.exists() and not force:
-        raise DeployError(f"{out} exists; choose another --out or pass --force to replace it")
     checkpoint = Path(checkpoint)
+    _check_out(out, force)
     _, model, task = read_checkpoint(checkpoint)
     from admin_fairseq import plugin
 
     plugin.load()  # the export and the converter load the model through fairseq
     kind = model_kind(model)
     bin_dir, src, tgt, spm_path = data_files(model, task, checkpoint, data, spm_model)
+    outputs.refuse_overlap([("--out", out)], [("--checkpoint", checkpoint), ("the data folder", bin_dir),
+                                              ("the sentencepiece model", spm_path)])  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
@@ -167,6 +187,7 @@ def convert(checkpoint, out, quantization="float32", data=None, spm_model=None, 
         )  # fmt: skip
         shutil.copyfile(spm_path, model_dir / spm_path.name)
         atomic.write_json(model_dir / RECORD, record)
+        outputs.Folder(model_dir, "ct2").claim(sorted(p.name for p in model_dir.iterdir()))
         size = sum(f.stat().st_size for f in model_dir.iterdir())
         log(f"[ct2 3/3] {out}: model.bin, vocabularies, {spm_path.name}, {RECORD} ({size / 2**20:.1f} MiB)")
         if out.exists():

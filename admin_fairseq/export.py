@@ -24,11 +24,12 @@ embeddings have no such fold; the export refuses them and says why.
 """
 
 import copy
+from pathlib import Path
 from dataclasses import dataclass, field
 
 import torch
 
-from admin_fairseq import atomic
+from admin_fairseq import atomic, outputs
 from admin_fairseq.errors import UserError
 
 ADMIN_KEY_SUFFIX = "_residual.omega"
@@ -170,11 +171,34 @@ def plain_model_args(args):
     return plain
 
 
+def is_export(path):
+    """Whether ``path`` is a checkpoint this export wrote (its ``extra_state`` says so)."""
+    from admin_fairseq.checkpoints import CheckpointError, read
+
+    try:
+        state = read(path, mmap=True)
+    except CheckpointError:
+        return False
+    return isinstance(state, dict) and "exported_from" in (state.get("extra_state") or {})
+
+
+def check_output(input_path, output_path):
+    """Refuse an output that is the input, a folder, or a file the export did not write."""
+    outputs.refuse_overlap([("output", output_path)], [("input checkpoint", input_path)])
+    out = Path(output_path)
+    if out.is_dir():
+        raise ExportError(f"output {out} is a folder; give the name of the checkpoint file to write")
+    if out.exists() and not is_export(out):
+        raise ExportError(f"output {out} exists and was not written by the export; choose another "
+                          "name (the export replaces only its own earlier output)")  # fmt: skip
+
+
 def export_checkpoint(input_path, output_path):
     """Rewrite an Admin checkpoint as a plain ``transformer`` one. Writes nothing and raises
     :class:`ExportError` when the model cannot be folded."""
     from admin_fairseq.checkpoints import load_fairseq  # fairseq's loader, guarded
 
+    check_output(input_path, output_path)
     state = load_fairseq(input_path)
     cfg = state.get("cfg")
     if cfg is None or cfg.get("model") is None:

@@ -39,7 +39,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from admin_fairseq import atomic, fairseq_log
+from admin_fairseq import atomic, fairseq_log, outputs
+from admin_fairseq.monitor import EXIT_UNSTABLE
 from admin_fairseq.corpora import bible
 from admin_fairseq.recipes import RecipeError
 from admin_fairseq.recipes import compare as compare_step
@@ -49,6 +50,7 @@ from admin_fairseq.recipes import plan, published
 from admin_fairseq.corpora import text as text_corpus
 from admin_fairseq.recipes import train as train_step
 from admin_fairseq.errors import UserError
+from admin_fairseq.argtypes import nonnegative_int, positive_int, ranged
 
 DEFAULTS = {
     "methods": "post-ln,admin", "depth": "12-12", "width": 64, "updates": 1400, "warmup": 300,
@@ -162,13 +164,17 @@ def corpus_name(data):
     return settings.get("corpus") or Path(data).name
 
 
-def run_main_job(settings, out, log=print):
+def run_main_job(settings, out, log=print, restart=False):
     out = Path(out)
     methods = [m.strip() for m in settings["methods"].split(",") if m.strip()]
     unknown = [m for m in methods if m not in published.METHODS]
     if unknown or not methods:
         raise RecipeError(f"unknown method(s) {unknown} in --methods; choose from "
                           f"{', '.join(published.METHODS)}")  # fmt: skip
+    twice = sorted({m for m in methods if methods.count(m) > 1})
+    if twice:
+        raise RecipeError(f"--methods names {', '.join(twice)} more than once; each method trains "
+                          "once, into its own run folder")  # fmt: skip
     plan.parse_depth(settings["depth"])
     width = int(settings["width"])
     if width < 32 or width % 32:
@@ -181,24 +187,55 @@ def run_main_job(settings, out, log=print):
                                  text.get("test"))  # fmt: skip
     if not settings.get("data") and not settings.get("text"):
         bible.parse_pair(settings["pair"])
+    folder = outputs.Folder(out, "main_job")
+    _check_previous(folder, settings, restart)
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
+    folder.claim(WRITES if not settings.get("data") else [n for n in WRITES if n != "data"],
+                 hint="choose another --out")  # fmt: skip
     try:
         return _run(settings, out, methods, width, log)
     except BaseException:
-        if created and not any(path.is_file() for path in out.rglob("*")):
+        if created and not any(path.is_file() and path.name != outputs.MANIFEST for path in out.rglob("*")):
             shutil.rmtree(out)  # a failed start leaves no empty folder behind
         raise
+
+
+#: what the main job writes in its --out folder
+WRITES = ("main_job.json", "runs", "data", "comparison.md", "comparison.csv", "loss_curves.png",
+          "stability.png", "stability.md")  # fmt: skip
+
+
+class RunFailed(UserError):
+    """A run of the main job failed: the table was written, the exit status is not 0."""
+
+
+def _check_previous(folder, settings, restart):
+    """Refuse an --out folder whose earlier main job had other settings (or, with
+    ``restart``, remove what that job wrote there, and nothing else)."""
+    record_path = folder.path / "main_job.json"
+    if not record_path.exists():
+        return
+    try:
+        previous = json.loads(record_path.read_text()).get("settings")
+    except (OSError, ValueError, AttributeError):
+        previous = None
+    if previous == settings:
+        return
+    if restart:
+        folder.remove_owned(keep=() if settings.get("data") or settings.get("text") else ("data",))
+        return
+    differ = sorted(k for k in set(settings) | set(previous or {})
+                    if (previous or {}).get(k) != settings.get(k))  # fmt: skip
+    shown = ", ".join(f"{k} {(previous or {}).get(k)!r} -> {settings.get(k)!r}" for k in differ[:6])
+    raise RecipeError(f"{folder.path} holds a main job with other settings ({shown}); choose "
+                      "another --out, or pass --restart to remove that job's files there and "
+                      "start again")  # fmt: skip
 
 
 def _run(settings, out, methods, width, log):
     record_path = out / "main_job.json"
     runs_dir = out / "runs"
-    if record_path.exists():
-        previous = json.loads(record_path.read_text()).get("settings")
-        if previous != settings and runs_dir.exists():
-            log(f"[main] settings differ from the previous run in {out}; starting the runs afresh")
-            shutil.rmtree(runs_dir)
+    failures = []
     started = time.time()
     timings = {}
     n = len(methods)
@@ -254,6 +291,9 @@ def _run(settings, out, methods, width, log):
             if code != 0:
                 say(f"[main] {tag} fairseq-train exited {code} (see {run_dir / 'train.log'}); "
                     "it is reported in the table")  # fmt: skip
+                if code != EXIT_UNSTABLE:  # the monitor's stop is a result, not a failure
+                    failures.append(f"{method} (training exited {code}; see {run_dir / 'train.log'})")
+                    return run_dir
 
         say(f"[main] step 2/3 {tag} translating the test set and scoring")
         result, last = run_dir / "eval" / "test.json", run_dir / "checkpoint_last.pt"
@@ -271,9 +311,12 @@ def _run(settings, out, methods, width, log):
             )  # fmt: skip
         except RecipeError as err:
             say(f"[main] {tag} could not be evaluated: {err}")
+            failures.append(f"{method} (evaluation: {err})")
         timings[f"evaluate {method}"] = round(time.time() - t0, 1)
         return run_dir
 
+    for method in methods:  # a run folder holding another run is refused before any training
+        train_step.check_reuse(training_command(settings, method, data, runs_dir / method)[1])
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         run_dirs = list(pool.map(train_and_evaluate, range(1, n + 1), methods))
 
@@ -289,6 +332,8 @@ def _run(settings, out, methods, width, log):
     log((out / "comparison.md").read_text())
     written = [out / name for name in ("comparison.md", "comparison.csv", "loss_curves.png", "stability.png")]
     log(f"[main] done in {_minutes(total)}: {', '.join(str(p) for p in written if p.exists())}")
+    if failures:
+        raise RunFailed(f"{len(failures)} of {n} run(s) failed: {'; '.join(failures)}")
     return rows
 
 
@@ -314,26 +359,28 @@ def parse_args(argv=None):
     parser.add_argument("--test", help="--corpus text: PREFIX of the test files")
     parser.add_argument("--methods", help="comma-separated: " + ", ".join(published.METHODS))
     parser.add_argument("--depth", help="ENCODER-DECODER layers (default 12-12)")
-    parser.add_argument("--width", type=int, help="model width (default 64; FFN 4x, heads of 32)")
-    parser.add_argument("--updates", type=int, help="updates per method")
-    parser.add_argument("--warmup", type=int, help="warm-up updates")
-    parser.add_argument("--lr", help="peak learning rate (default 2e-3)")
-    parser.add_argument("--max-tokens", type=int, help="tokens per update (default 2048)")
-    parser.add_argument("--valid-every", type=int, help="updates between validations")
-    parser.add_argument("--valid-size", type=int, help="validation verses")
-    parser.add_argument("--test-size", type=int, help="first N verses of Mark (default all 678)")
-    parser.add_argument("--train-size", type=int, help="cap on training verses (default all)")
-    parser.add_argument("--vocab-size", type=int, help="joint sentencepiece size (default 8000)")
-    parser.add_argument("--beam", type=int, help="beam size (default 4)")
-    parser.add_argument("--gpus", type=int, default=0, help="train on N GPUs (--max-tokens per "
+    parser.add_argument("--width", type=positive_int, help="model width (default 64; FFN 4x, heads of 32)")
+    parser.add_argument("--updates", type=positive_int, help="updates per method")
+    parser.add_argument("--warmup", type=nonnegative_int, help="warm-up updates")
+    parser.add_argument("--lr", type=ranged(float, 0, low_open=True, keep_text=True), help="peak learning rate (default 2e-3)")
+    parser.add_argument("--max-tokens", type=positive_int, help="tokens per update (default 2048)")
+    parser.add_argument("--valid-every", type=positive_int, help="updates between validations")
+    parser.add_argument("--valid-size", type=positive_int, help="validation verses")
+    parser.add_argument("--test-size", type=positive_int, help="first N verses of Mark (default all 678)")
+    parser.add_argument("--train-size", type=positive_int, help="cap on training verses (default all)")
+    parser.add_argument("--vocab-size", type=positive_int, help="joint sentencepiece size (default 8000)")
+    parser.add_argument("--beam", type=positive_int, help="beam size (default 4)")
+    parser.add_argument("--gpus", type=nonnegative_int, default=0, help="train on N GPUs (--max-tokens per "
                         "GPU) instead of the CPU, in the recipe's memory-efficient fp16 unless "
                         "--precision says otherwise")  # fmt: skip
     parser.add_argument("--precision", choices=["recipe", "fp32", "amp", "bf16"],
                         help="the train step's --precision (default: fp32 on the CPU, recipe = "
                         "memory-efficient fp16 with --gpus); bf16 runs on the CPU too")  # fmt: skip
-    parser.add_argument("--jobs", type=int, help="runs trained side by side on the CPU, each with "
+    parser.add_argument("--jobs", type=positive_int, help="runs trained side by side on the CPU, each with "
                         "cores/jobs threads (default: one per core, at most one per method)")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=nonnegative_int, default=1)
+    parser.add_argument("--restart", action="store_true", help="when --out holds a main job with "
+                        "other settings: remove that job's files there (nothing else) and start again")  # fmt: skip
     args = parser.parse_args(argv)
     if args.jobs is not None and args.jobs < 1:
         parser.exit(2, f"main_job: error: --jobs must be 1 or more; got {args.jobs}\n")
@@ -361,7 +408,10 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        run_main_job(settings_from(args), args.out)
+        run_main_job(settings_from(args), args.out, restart=args.restart)
+    except RunFailed as err:
+        print(f"main_job: error: {err}", file=sys.stderr)
+        return 1
     except (UserError, ValueError, RuntimeError) as err:
         print(f"main_job: error: {err}", file=sys.stderr)
         return 2

@@ -59,6 +59,7 @@ import re
 import sys
 
 import torch
+from admin_fairseq.argtypes import nonnegative_int, positive_float, ranged
 
 logger = logging.getLogger(__name__)
 
@@ -634,9 +635,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=main.__doc__.split("\n\n")[0].replace("``", ""),
                                      allow_abbrev=False)  # fmt: skip
     parser.add_argument("run", help="a run folder (its train.log and run.json) or a fairseq JSON log")
-    parser.add_argument("--factor", type=float, default=DEFAULT_FACTOR, help=f"(default {DEFAULT_FACTOR:g})")
-    parser.add_argument("--warmup", type=int, help="warm-up updates (default: the run's --warmup-updates)")
-    parser.add_argument("--lr", type=float, help="peak learning rate (default: the run's --lr)")
+    parser.add_argument("--factor", type=ranged(float, 1, low_open=True), default=DEFAULT_FACTOR, help=f"(default {DEFAULT_FACTOR:g})")
+    parser.add_argument("--warmup", type=nonnegative_int, help="warm-up updates (default: the run's --warmup-updates)")
+    parser.add_argument("--lr", type=positive_float, help="peak learning rate (default: the run's --lr)")
     args = parser.parse_args(argv)
     path = Path(args.run)
     log_path = path / "train.log" if path.is_dir() else path

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from admin_fairseq.ct2 import RECORD, DeployError, data_files, model_kind, read_checkpoint, text_form_of
 from admin_fairseq.errors import UserError
+from admin_fairseq.argtypes import finite_float, nonnegative_float, nonnegative_int, positive_int
 
 PROGRESS_EVERY = 5.0  # seconds between progress lines on stderr
 
@@ -165,26 +166,40 @@ class FairseqModel:
         return hyps
 
 
-def translate_lines(model, lines, batch_size, log=None):
-    """Translations of ``lines`` in order; empty lines stay empty. Batches are made of
-    sentences of similar length (as fairseq-generate makes them) and put back in order."""
-    encoded = [(i, model.pieces.encode(line)) for i, line in enumerate(lines) if line.strip()]
-    order = sorted(encoded, key=lambda item: len(item[1]))
-    out = [""] * len(lines)
+#: translate works through the input this many batches at a time: each window's sentences
+#: are batched by length (as fairseq-generate batches them), and its translations are given
+#: back in input order before the next window starts, so that output streams as it goes
+WINDOW_BATCHES = 16
+
+
+def iter_translations(model, lines, batch_size, log=None):
+    """Translations of ``lines``, yielded in order, window by window (:data:`WINDOW_BATCHES`);
+    empty lines stay empty."""
+    window = batch_size * WINDOW_BATCHES
+    total = sum(1 for line in lines if line.strip())
     start = last_report = time.time()
     done = 0
-    chunks = [order[first:first + batch_size] for first in range(0, len(order), batch_size)]
-    translated = model.translate_batches([[p for _, p in chunk] for chunk in chunks])
-    for chunk, hyps in zip(chunks, translated):
-        for (i, _), pieces in zip(chunk, hyps):
-            out[i] = model.pieces.decode(pieces)
-        done += len(chunk)
-        if log is not None and time.time() - last_report >= PROGRESS_EVERY and done < len(order):
+    for first in range(0, len(lines), window):
+        part = lines[first:first + window]
+        encoded = [(i, model.pieces.encode(line)) for i, line in enumerate(part) if line.strip()]
+        order = sorted(encoded, key=lambda item: len(item[1]))
+        out = [""] * len(part)
+        chunks = [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+        for chunk, hyps in zip(chunks, model.translate_batches([[p for _, p in chunk] for chunk in chunks])):
+            for (i, _), pieces in zip(chunk, hyps):
+                out[i] = model.pieces.decode(pieces)
+        done += len(order)
+        yield from out
+        if log is not None and time.time() - last_report >= PROGRESS_EVERY and done < total:
             last_report = time.time()
             rate = done / (last_report - start)
-            log(f"[translate] {done:,}/{len(order):,} sentences, {rate:.1f}/s, "
-                f"~{(len(order) - done) / rate:.0f} s left")  # fmt: skip
-    return out
+            log(f"[translate] {done:,}/{total:,} sentences, {rate:.1f}/s, "
+                f"~{(total - done) / rate:.0f} s left")  # fmt: skip
+
+
+def translate_lines(model, lines, batch_size, log=None):
+    """Translations of ``lines`` in order (:func:`iter_translations`), as a list."""
+    return list(iter_translations(model, lines, batch_size, log))
 
 
 def load_model(args):
@@ -200,6 +215,11 @@ def load_model(args):
         return FairseqModel(path, args.beam, args.lenpen, args.max_len_a, args.max_len_b, args.threads,
                             args.data, args.spm)  # fmt: skip
     raise DeployError(f"--model {path} does not exist (a CTranslate2 folder or a checkpoint file)")
+
+
+#: CTranslate2's compute types (``default``: the type the model was converted to)
+COMPUTE_TYPES = ("default", "auto", "float32", "float16", "bfloat16", "int8", "int8_float32",
+                 "int8_float16", "int8_bfloat16", "int16")  # fmt: skip
 
 
 class Translator:
@@ -244,17 +264,18 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--model", required=True, help="CTranslate2 model folder or fairseq checkpoint")
-    parser.add_argument("--beam", type=int, default=5, help="beam size (default 5)")
-    parser.add_argument("--lenpen", type=float, default=1.0, help="length penalty (default 1)")
-    parser.add_argument("--max-len-a", type=float, default=0.0, help="longest output: a * source length + b")
-    parser.add_argument("--max-len-b", type=int, default=200)
-    parser.add_argument("--batch-size", type=int, default=64, help="sentences per batch (default 64)")
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads (default: all cores)")
-    parser.add_argument("--intra-threads", type=int, default=1,
+    parser.add_argument("--beam", type=positive_int, default=5, help="beam size (default 5)")
+    parser.add_argument("--lenpen", type=finite_float, default=1.0, help="length penalty (default 1)")
+    parser.add_argument("--max-len-a", type=nonnegative_float, default=0.0, help="longest output: a * source length + b")
+    parser.add_argument("--max-len-b", type=nonnegative_int, default=200)
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="sentences per batch (default 64)")
+    parser.add_argument("--threads", type=nonnegative_int, default=0, help="CPU threads (default: all cores)")
+    parser.add_argument("--intra-threads", type=positive_int, default=1,
                         help="CTranslate2 folders: threads per batch; --threads / this many batches are "
                         "translated at the same time (default 1: one batch per thread)")
-    parser.add_argument("--compute-type", default="default", help="CTranslate2 folders: default (the "
-                        "type converted to), float32, int8, int8_float32, int16, ...")  # fmt: skip
+    parser.add_argument("--compute-type", default="default", choices=COMPUTE_TYPES, metavar="TYPE",
+                        help="CTranslate2 folders: default (the type converted to), or one of "
+                        f"{', '.join(COMPUTE_TYPES[1:])}")  # fmt: skip
     parser.add_argument("--data", help="checkpoints: binarised data folder (default: the checkpoint's)")
     parser.add_argument("--spm", help="checkpoints: sentencepiece model (default: next to the data)")
     parser.add_argument("--input", help="read this file instead of stdin")
@@ -264,6 +285,7 @@ def main(argv=None):
         parser.exit(2, "translate: error: --beam and --batch-size must be 1 or more\n")
     logging.getLogger("fairseq").setLevel(logging.WARNING)
     log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    written = 0
     try:
         if args.input:
             with open(args.input, "rb") as f:
@@ -273,12 +295,20 @@ def main(argv=None):
         start = time.time()
         model = load_model(args)
         loaded = time.time()
-        translations = translate_lines(model, lines, args.batch_size, log)
+        for translation in iter_translations(model, lines, args.batch_size, log):
+            sys.stdout.write(translation + "\n")
+            written += 1
+            if written % (args.batch_size * WINDOW_BATCHES) == 0:
+                sys.stdout.flush()
+        sys.stdout.flush()
     except UserError as err:
         print(f"translate: error: {err}", file=sys.stderr)
         return 2
-    sys.stdout.write("".join(t + "\n" for t in translations))
-    sys.stdout.flush()
+    except KeyboardInterrupt:
+        sys.stdout.flush()
+        print(f"translate: interrupted; the first {written:,} translations "
+              "were written, in input order", file=sys.stderr)  # fmt: skip
+        return 130
     if log is not None:
         log(f"[translate] {len(lines):,} lines with {model.describe}: model loaded in "
             f"{loaded - start:.1f} s, translated in {time.time() - loaded:.1f} s")  # fmt: skip

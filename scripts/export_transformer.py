@@ -16,9 +16,11 @@ parameters that adds. When the model cannot be folded it says why and writes not
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from admin_fairseq.errors import UserError
 from admin_fairseq.export import export_checkpoint, max_logprob_difference
+from admin_fairseq.argtypes import positive_int
 
 
 def main(argv=None):
@@ -28,7 +30,7 @@ def main(argv=None):
     parser.add_argument("--data", default=None,
                         help="binarised data folder (default: the one recorded in the checkpoint)")
     parser.add_argument("--subset", default="valid", help="split used for the check (default valid)")
-    parser.add_argument("--max-sentences", type=int, default=32)
+    parser.add_argument("--max-sentences", type=positive_int, default=32)
     parser.add_argument("--no-check", action="store_true", help="skip the output comparison")
     parser.add_argument("--verbose", action="store_true", help="print every sub-layer's fold")
     args = parser.parse_args(argv)
@@ -48,9 +50,17 @@ def main(argv=None):
         print(f"  the fold into the embeddings added {report.added_parameters:,} parameters "
               f"({report.added_parameters * 4 / 2**20:.1f} MiB in float32)")
     if not args.no_check:
-        diff, described = max_logprob_difference(
-            args.input, args.output, args.data, args.subset, args.max_sentences
-        )
+        try:
+            diff, described = max_logprob_difference(
+                args.input, args.output, args.data, args.subset, args.max_sentences
+            )
+        except BaseException as err:  # an export that was not checked is not left as if it were
+            Path(args.output).unlink(missing_ok=True)
+            if not isinstance(err, (UserError, KeyboardInterrupt)):
+                raise
+            print(f"export: error: the check of {args.output} failed ({err or 'interrupted'}); it was "
+                  "removed", file=sys.stderr)  # fmt: skip
+            return 130 if isinstance(err, KeyboardInterrupt) else 2
         print(f"max |log p(admin) - log p(export)| = {diff:.3g} over {described}")
     return 0
 

@@ -74,21 +74,19 @@ def test_the_bible_reruns_only_what_changed(tmp_path):
     assert (tmp_path / "bible" / "bin" / "train.fr-de.fr.bin").exists() and (tmp_path / "bible" / "spm.model").exists()
     assert record["lines"]["train.fr"] == 500 and record["lines"]["test.de"] == 50  # counts.json's
     assert sorted(p.name for p in (tmp_path / "bible").glob("*.json")) == [
-        "counts.json", "inputs.json", "prepare.json", "spm.json"]  # one record of counts, as every corpus
+        ".admin-fairseq-outputs.json", "counts.json", "inputs.json", "prepare.json", "spm.json"]  # one record of counts, as every corpus
     messages.clear()
     prepare.prepare("bible-fr-de", tmp_path / "bible", vocab_size=300, **kwargs)
     assert any("the split files are already there" in m for m in messages) and any("already binarised" in m for m in messages)
     assert not any("learning" in m for m in messages)
     messages.clear()
     prepare.prepare("bible-fr-de", tmp_path / "bible", vocab_size=200, **kwargs)
-    assert any("prepared with other settings; redoing it" in m for m in messages)
+    assert any("prepared with other settings" in m for m in messages)
     assert len((tmp_path / "bible" / "bin" / "dict.fr.txt").read_text().splitlines()) < 300
-    # a folder of an earlier version: its own record, no prepare.json, other settings
-    (tmp_path / "bible" / "prepare.json").unlink()
-    (tmp_path / "bible" / "stats.json").write_text('{"settings": {"train_size": 400}}')
-    (tmp_path / "bible" / "train.fr").write_text("stale\n" * 400)
+    # a redo removes what prepare wrote and nothing else: the user's notes stay
     (tmp_path / "bible" / "notes.txt").write_text("the user's")
+    (tmp_path / "bible" / "mine").mkdir()
     messages.clear()
-    record = prepare.prepare("bible-fr-de", tmp_path / "bible", vocab_size=200, **kwargs)
-    assert any("prepared by an earlier version" in m for m in messages) and record["lines"]["train.fr"] == 500
-    assert not (tmp_path / "bible" / "stats.json").exists() and (tmp_path / "bible" / "notes.txt").exists()
+    record = prepare.prepare("bible-fr-de", tmp_path / "bible", vocab_size=250, **kwargs)
+    assert any("prepared with other settings" in m for m in messages) and record["lines"]["train.fr"] == 500
+    assert (tmp_path / "bible" / "notes.txt").read_text() == "the user's" and (tmp_path / "bible" / "mine").is_dir()

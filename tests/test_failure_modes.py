@@ -230,8 +230,8 @@ def test_a_crafted_checkpoint_is_refused_by_every_command_and_never_runs(ctx, ca
     resume.mkdir()
     shutil.copy(evil, resume / "checkpoint_last.pt")
     (tmp / "in.txt").write_text("hello\n")
-    refused = re.compile(r"checkpoint \S*(shared|checkpoint1|checkpoint_last)\.pt holds posix\.system, which no "
-                         r"fairseq checkpoint holds .* it was refused unread")  # fmt: skip
+    refused = re.compile(r"checkpoint \S*(shared|checkpoint1|checkpoint_last)\.pt holds posix\.system, which "
+                         r"is not among the classes fairseq checkpoints hold .* it was refused unread")  # fmt: skip
 
     def in_process(main, argv):
         sys.argv = [main.__module__, *map(str, argv)]

@@ -18,6 +18,9 @@ MAX_RATIO = 1.5  # and pairs whose word counts differ by more than this factor
 #: characters that Python's text readers (fairseq-preprocess, sacreBLEU, str.splitlines) take
 #: as the end of a line; inside a line of a split they would break it in two there
 LINE_BREAKS = re.compile("[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+#: other control characters (NUL, backspace, escape, DEL, ...): invisible, and NUL ends a
+#: string in sentencepiece's C++ reader; removed, and counted like the line breaks
+CONTROLS = re.compile("[\x00-\x08\x0e-\x1b\x7f]")
 _SPACES = re.compile(r"\s+")
 
 
@@ -50,6 +53,7 @@ class Source:
     write: Callable
     what: str  # the line that step 1 of the preparation prints
     encoding_note: str = ""  # how the sentencepiece step sees the text, when it matters
+    inputs: tuple = ()  # the user's files it reads, which no output may overwrite
 
 
 SPLITS = ("train", "valid", "test")
@@ -88,18 +92,23 @@ def write_lines(path, lines, log=print):
     """Write one line per item (under a temporary name, then renamed); a line-break character
     inside an item becomes a space, so that every reader sees the same lines, and the
     number of such lines is printed."""
-    path, mended = Path(path), 0
+    path, mended, controlled = Path(path), 0, 0
 
     def mend(line):
-        nonlocal mended
+        nonlocal mended, controlled
         one, breaks = LINE_BREAKS.subn(" ", line)
+        one, controls = CONTROLS.subn("", one)
         mended += breaks > 0
+        controlled += controls > 0
         return one
 
     n = atomic.write_lines(path, map(mend, lines))
     if mended:
         log(f"  {path.name}: {mended:,} line(s) held a line-break character (\\r, U+2028, ...) "
             "inside; each became a space")
+    if controlled:
+        log(f"  {path.name}: {controlled:,} line(s) held a control character (NUL, escape, ...); "
+            "each was removed")
     return n
 
 

@@ -56,9 +56,14 @@ def check_inputs(src, tgt, train, valid=None, test=None):
         raise RecipeError(f"--src and --tgt are both {src!r}; give the two languages of the pair")
     if not train:
         raise RecipeError("--corpus text needs --train PREFIX (the files PREFIX.SRC and PREFIX.TGT)")
-    for prefix in (train, valid, test):
+    seen = {}
+    for flag, prefix in (("--train", train), ("--valid", valid), ("--test", test)):
         for lang in (src, tgt) if prefix else ():
-            side_path(prefix, lang)
+            path = side_path(prefix, lang).resolve()
+            if path in seen and not seen[path].startswith(flag + " "):
+                raise RecipeError(f"{flag} {prefix} and {seen[path]} name the same file {path}; "
+                                  "train, valid and test must be different files")  # fmt: skip
+            seen[path] = f"{flag} {prefix}"
 
 
 def read_lines(path):
@@ -141,6 +146,7 @@ def source(options, log=print):
         raise RecipeError("--train-size/--valid-size/--test-size/--raw-dir/--offline do not "
                           "apply to --corpus text")  # fmt: skip
     check_inputs(src, tgt, train, valid, test)
+    paths = [side_path(prefix, lang) for prefix in (train, valid, test) if prefix for lang in (src, tgt)]
     vocab_size = options.vocab_size or 8000
     log(f"[1/3] reading {train}.{{{src},{tgt}}}")
     pairs, inputs, _ = read_pair(train, src, tgt, log)
@@ -176,4 +182,4 @@ def source(options, log=print):
         write_splits(out_dir, src, tgt, {"train": cleaned, **splits}, log)
         write_inputs(out_dir, sums)
 
-    return Source(src, tgt, vocab_size, settings, write, what="")  # step 1's line printed above
+    return Source(src, tgt, vocab_size, settings, write, what="", inputs=tuple(paths))  # step 1's line printed above

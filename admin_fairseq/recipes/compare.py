@@ -219,7 +219,11 @@ def summarize(run_dir, subset="test", baselines=None):
             baselines[inputs] = frequency_loss(*inputs)
         row["frequency_loss"] = baselines[inputs]
     eval_path = run_dir / "eval" / f"{subset}.json"
-    if eval_path.exists():
+    # a score of this run only: not of a run that failed or is still going, and not one left
+    # by an earlier run in the folder (run.json is written when a run starts and ends)
+    current = status not in ("failed", "running") and eval_path.exists() and (
+        eval_path.stat().st_mtime >= record.path.stat().st_mtime)
+    if current:
         scores = json.loads(eval_path.read_text())
         row.update(bleu=scores["bleu"], chrf=scores["chrf"], tokenized_bleu=scores["tokenized_bleu"],
                    bleu_signature=scores["bleu_signature"],

@@ -36,6 +36,7 @@ from admin_fairseq.recipes.prepare import check_prepared
 from admin_fairseq.recipes.record import RunRecord
 from admin_fairseq.recipes.plan import _which
 from admin_fairseq.errors import UserError
+from admin_fairseq.argtypes import finite_float, positive_int
 
 #: target language -> (beam, lenpen) of the published evaluations
 PUBLISHED_DECODING = {"de": (4, 0.6), "fr": (5, 0.8)}
@@ -292,12 +293,12 @@ def main(argv=None):
     parser.add_argument("--data", help="data folder (default: the one in {run}/run.json)")
     parser.add_argument("--avg-epochs", help="FIRST-LAST: average these epoch checkpoints "
                         "(default: the window in the run's run.json, the published one)")
-    parser.add_argument("--avg-last", type=int, help="average the last N checkpoints on disk "
+    parser.add_argument("--avg-last", type=positive_int, help="average the last N checkpoints on disk "
                         "instead (epoch checkpoints, else update checkpoints)")
-    parser.add_argument("--beam", type=int, help="default: 4 for En-De, 5 for En-Fr, else 5")
-    parser.add_argument("--lenpen", type=float, help="default: 0.6 for En-De, 0.8 for En-Fr, else 1")
+    parser.add_argument("--beam", type=positive_int, help="default: 4 for En-De, 5 for En-Fr, else 5")
+    parser.add_argument("--lenpen", type=finite_float, help="default: 0.6 for En-De, 0.8 for En-Fr, else 1")
     parser.add_argument("--subset", default="test")
-    parser.add_argument("--max-tokens", type=int, default=8000)
+    parser.add_argument("--max-tokens", type=positive_int, default=8000)
     parser.add_argument("--cpu", action="store_true", default=None, help="decode on the CPU")
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = []

@@ -34,11 +34,13 @@ import sys
 from pathlib import Path
 
 from admin_fairseq import atomic, corpora
-from admin_fairseq.corpora import bible, iwslt14, text as text_corpus, wmt
+from admin_fairseq import outputs as outputs_mod
+from admin_fairseq.corpora import iwslt14, text as text_corpus, wmt
 from admin_fairseq.corpora.common import split_files
 from admin_fairseq.data import spm
 from admin_fairseq.errors import UserError
 from admin_fairseq.recipes import RecipeError
+from admin_fairseq.argtypes import positive_int
 
 CORPORA = corpora.NAMES
 
@@ -66,28 +68,39 @@ def _sentencepiece(out_dir, src, tgt, vocab_size, workers, log):
                           "and run the same command again") from None  # fmt: skip
 
 
-def _forget_earlier_bible(out_dir, src, tgt, log):
-    """A Bible folder of an earlier version (its own records, stats.json and pipeline.json,
-    and no prepare.json) says nothing of the settings it was made with: remove what that
-    version wrote, and nothing else, so that it is prepared again."""
-    if (out_dir / "prepare.json").exists() or not any((out_dir / n).exists() for n in ("stats.json", "pipeline.json")):
-        return
-    log(f"{out_dir} was prepared by an earlier version (stats.json, no prepare.json); redoing it")
-    for name in [*split_files(src, tgt), "text.done", "spm", "spm.model", "spm.vocab", "spm.json", "bin", "counts.json", "inputs.json",
-                 "stats.json", "pipeline.json"]:  # fmt: skip
-        path = out_dir / name
-        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+#: what the prepare step writes in its folder, besides the six split files (``raw/``, the
+#: download cache, is never claimed nor removed: it may hold archives the user put there)
+WRITES = ("text.done", "spm", "spm.model", "spm.vocab", "spm.json", "bin", "counts.json",
+          "inputs.json", "cleaning.json", "prepare.json")  # fmt: skip
 
 
-def _check_settings(out_dir, settings, log):
-    """Start over when ``out_dir`` was prepared with other settings."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    record = out_dir / "prepare.json"
+def _claim(out_dir, source, raw_dir):
+    """Own the folder's outputs before anything is written: refuse an output that is one of
+    the user's input files (or lies in the --raw-dir they gave), and any name already there
+    that prepare did not write."""
+    names = [*split_files(source.src, source.tgt), *WRITES]
+    outputs = [out_dir / name for name in names]
+    outputs_mod.refuse_overlap([("output", p) for p in outputs], [("input", p) for p in source.inputs])
+    if raw_dir is not None:
+        inside = [p for p in outputs if outputs_mod.inside(p, raw_dir)]
+        if inside:
+            raise RecipeError(f"output {inside[0]} would be written inside --raw-dir {raw_dir}, "
+                              "whose files this command reads; give an --out outside it")  # fmt: skip
+    folder = outputs_mod.Folder(out_dir, "prepare")
+    folder.claim(names, hint="choose another --out")
+    return folder
+
+
+def _check_settings(folder, settings, log):
+    """Start over when the folder was prepared with other settings: remove what prepare
+    wrote there, and nothing else."""
+    record = folder.path / "prepare.json"
     if record.exists() and json.loads(record.read_text()) != settings:
-        log(f"{out_dir} was prepared with other settings; redoing it")
-        for child in out_dir.iterdir():
-            if child.name != "raw":
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        log(f"{folder.path} was prepared with other settings; removing what prepare wrote there "
+            "and redoing it")  # fmt: skip
+        names = folder.owned()
+        folder.remove_owned()
+        folder.claim(sorted(names))
     atomic.write_text(record, json.dumps(settings) + "\n")
 
 
@@ -151,9 +164,8 @@ def prepare(corpus, out_dir, raw_dir=None, offline=False, vocab_size=None, train
                               train_size=train_size, valid_size=valid_size, test_size=test_size,
                               text=text)  # fmt: skip
     source = corpora.source(corpus, options, out_dir, log)  # checks everything before writing
-    if corpus in bible.CORPORA:
-        _forget_earlier_bible(out_dir, source.src, source.tgt, log)
-    _check_settings(out_dir, source.settings, log)  # other settings: start afresh
+    folder = _claim(out_dir, source, Path(raw_dir) if raw_dir else None)
+    _check_settings(folder, source.settings, log)  # other settings: start afresh
     text_done = out_dir / "text.done"
     if text_done.exists():  # step 1's marker once: a source with no line of its own printed it
         log(f"{'[1/3] ' if source.what else '      '}{out_dir}: the split files are already there")
@@ -212,13 +224,13 @@ def main(argv=None):
                         f"IWSLT: {iwslt14.ARCHIVE} or the de-en/ folder it unpacks to")  # fmt: skip
     parser.add_argument("--offline", action="store_true",
                         help="WMT and IWSLT: never download; everything must be in --raw-dir")
-    parser.add_argument("--vocab-size", type=int, help="joint sentencepiece size (default: "
+    parser.add_argument("--vocab-size", type=positive_int, help="joint sentencepiece size (default: "
                         f"40000 wmt14-en-fr, 32000 wmt17-en-de, {iwslt14.VOCAB_SIZE} "
                         "iwslt14-de-en, 8000 bible-* and text)")  # fmt: skip
-    parser.add_argument("--train-size", type=int, help="Bible: cap on training pairs")
-    parser.add_argument("--valid-size", type=int, help="Bible: validation pairs (default 500)")
-    parser.add_argument("--test-size", type=int, help="Bible: cap on test pairs (Mark: 678)")
-    parser.add_argument("--workers", type=int, help="threads for encoding and binarising")
+    parser.add_argument("--train-size", type=positive_int, help="Bible: cap on training pairs")
+    parser.add_argument("--valid-size", type=positive_int, help="Bible: validation pairs (default 500)")
+    parser.add_argument("--test-size", type=positive_int, help="Bible: cap on test pairs (Mark: 678)")
+    parser.add_argument("--workers", type=positive_int, help="threads for encoding and binarising")
     parser.add_argument("--src", help="text: source language code (files PREFIX.SRC)")
     parser.add_argument("--tgt", help="text: target language code (files PREFIX.TGT)")
     parser.add_argument("--train", help="text: PREFIX of the training files (plain or .gz)")

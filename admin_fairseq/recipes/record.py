@@ -22,6 +22,33 @@ from admin_fairseq.recipes import RecipeError
 
 FILE = "run.json"
 
+#: fairseq flags that say how a run is carried out, not what it trains: a run may resume with
+#: other values (another number of workers, a later --max-update, other logging)
+HOW_FLAGS = frozenset({
+    "--max-tokens", "--update-freq", "--max-update", "--distributed-world-size",
+    "--distributed-num-procs", "--distributed-port", "--distributed-init-method",
+    "--distributed-backend", "--ddp-backend", "--num-workers", "--log-interval", "--log-format",
+    "--tensorboard-logdir", "--save-interval-updates", "--validate-interval-updates",
+    "--keep-interval-updates", "--keep-last-epochs", "--no-epoch-checkpoints", "--cpu",
+    "--admin-monitor-interval", "--admin-monitor-stop", "--heartbeat-timeout", "--restore-file",
+    "--reset-optimizer", "--reset-dataloader", "--reset-meters", "--reset-lr-scheduler",
+})  # fmt: skip
+
+
+def _flags_by_name(flags):
+    """``{flag: value}`` of a fairseq command (its first, positional argument as ``data``);
+    a flag with no value maps to True."""
+    found, name = {}, None
+    for i, token in enumerate(flags):
+        if token.startswith("--"):
+            name, _, value = token.partition("=")
+            found[name] = value if value else True
+        elif name is None and i == 0:
+            found["data"] = token
+        elif name is not None:
+            found[name] = token if found[name] is True else f"{found[name]} {token}"
+    return found
+
 
 @dataclass(frozen=True)
 class RunRecord:
@@ -103,6 +130,18 @@ class RunRecord:
     @property
     def finished(self):
         return self.status == "finished"
+
+    def differences(self, other):
+        """``[(setting, this value, other value)]``: what the two runs train differently
+        (the fairseq flags but :data:`HOW_FLAGS`, the method, the depth, the seed); empty
+        when one can resume the other."""
+        mine, theirs = _flags_by_name(self.fairseq_flags), _flags_by_name(other.fairseq_flags)
+        names = sorted((set(mine) | set(theirs)) - HOW_FLAGS)
+        found = [(name, mine.get(name), theirs.get(name)) for name in names if mine.get(name) != theirs.get(name)]
+        for field in ("method", "encoder_layers", "decoder_layers", "seed"):
+            if getattr(self, field) != getattr(other, field):
+                found.append((field, getattr(self, field), getattr(other, field)))
+        return found
 
     def flag(self, name, default=None):
         """The value of fairseq flag ``name`` in the run's command (the last one given)."""

@@ -25,6 +25,7 @@ import contextlib
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -40,6 +41,7 @@ from admin_fairseq.monitor import DEFAULT_INTERVAL, EXIT_UNSTABLE
 from admin_fairseq.resilience import EXIT_SAVED, HANG_TIMEOUT, STOP_SIGNALS
 from admin_fairseq.recipes.prepare import check_prepared
 from admin_fairseq.recipes.record import RunRecord
+from admin_fairseq.argtypes import nonnegative_float, nonnegative_int, port, positive_int
 
 
 def finished_before(record):
@@ -55,6 +57,47 @@ def finished_before(record):
     except RecipeError:  # not a record this version can read: train
         return False
     return previous is not None and previous.finished and previous.fairseq_flags == record.fairseq_flags
+
+
+#: what the train step and fairseq write in a run folder (``--restart`` removes these, and
+#: nothing else); fairseq's checkpoints are the ``checkpoint*.pt`` files
+RUN_FILES = ("run.json", "train.log", "logs", "tensorboard", "eval", "admin_profile.json")
+
+
+def run_folder_files(save_dir):
+    """The files of a run folder that the train step or fairseq wrote."""
+    save_dir = Path(save_dir)
+    found = [save_dir / name for name in RUN_FILES if (save_dir / name).exists()]
+    return found + sorted(save_dir.glob("checkpoint*.pt"))
+
+
+def check_reuse(record, restart=False, log=print):
+    """Refuse a run folder that holds a run with other settings, naming what differs and
+    the two ways on; with ``restart``, remove that run's files (and nothing else) first."""
+    try:
+        previous = RunRecord.read_if_any(record.save_dir)
+    except RecipeError as err:
+        raise RecipeError(f"{err}; give another --save-dir") from None
+    if previous is None:
+        stray = [p for p in run_folder_files(record.save_dir) if p.name != "run.json"]
+        if stray:
+            raise RecipeError(f"{record.save_dir} holds {stray[0].name} but no run.json of the train "
+                              "step; it was not written by this command: give another --save-dir")  # fmt: skip
+        return
+    differences = record.differences(previous)
+    if not differences:
+        return
+    if restart:
+        log(f"[train] --restart: removing the earlier run's files in {record.save_dir}")
+        for path in run_folder_files(record.save_dir):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        return
+    shown = "; ".join(f"{name}: {old} before, {new} now" for name, new, old in differences[:5])
+    raise RecipeError(
+        f"{record.save_dir} holds a run with other settings ({shown}{' ...' if len(differences) > 5 else ''}); "
+        "resuming it would mix the two. Give another --save-dir, or pass --restart to remove "
+        "that run's checkpoints and logs and train from scratch"
+    )
 
 
 def resubmission_notes(record):
@@ -225,45 +268,45 @@ def make_parser():
                         "published one of --batch)")  # fmt: skip
     parser.add_argument("--size", help=f"model width: {', '.join(SIZES)} (default: iwslt for the "
                         "iwslt recipe, else base)")  # fmt: skip
-    parser.add_argument("--max-tokens", type=int, help="per-GPU tokens (default: the published "
+    parser.add_argument("--max-tokens", type=positive_int, help="per-GPU tokens (default: the published "
                         "runs' for a published --batch, B for another AxB)")  # fmt: skip
     parser.add_argument("--avg-epochs", help="FIRST-LAST epochs the evaluation averages: training "
                         "stops at LAST and keeps these epochs (default: the recipe's published "
                         "window, 36-45 for regular/huge, 41-50 for clinic, 81-90 for iwslt)")  # fmt: skip
-    parser.add_argument("--updates", type=int, help="train N updates instead of the recipe's epochs "
+    parser.add_argument("--updates", type=positive_int, help="train N updates instead of the recipe's epochs "
                         "(fairseq's --max-update N): one checkpoint, at the end; the evaluate step "
                         "then translates with it (excludes --avg-epochs)")  # fmt: skip
     parser.add_argument("--precision", help=f"{', '.join(PRECISIONS)} (default: recipe = the "
                         "published fp16 flags on GPUs, fp32 with --cpu; bf16 = fp32 weights and "
                         "bf16 compute through autocast, no loss scaler: GPUs from A100/H100 on, "
                         "and CPUs)")  # fmt: skip
-    parser.add_argument("--gpus", type=int, help="GPUs per node (default: detected)")
-    parser.add_argument("--cpu-workers", type=int, default=1,
+    parser.add_argument("--gpus", type=positive_int, help="GPUs per node (default: detected)")
+    parser.add_argument("--cpu-workers", type=positive_int, default=1,
                         help="with --cpu: processes per node (default 1; gloo)")
-    parser.add_argument("--nodes", type=int, default=int(env("NNODES", 1)),
+    parser.add_argument("--nodes", type=positive_int, default=int(env("NNODES", 1)),
                         help="nodes (default $NNODES or 1); more than 1 runs torchrun")
-    parser.add_argument("--node-rank", type=int, default=int(env("NODE_RANK", 0)),
+    parser.add_argument("--node-rank", type=nonnegative_int, default=int(env("NODE_RANK", 0)),
                         help="this node's rank (default $NODE_RANK or 0)")
     parser.add_argument("--master-addr", default=env("MASTER_ADDR"),
                         help="address of the node with --node-rank 0 (default $MASTER_ADDR; "
                         "required with --nodes > 1)")  # fmt: skip
-    parser.add_argument("--master-port", type=int, default=int(env("MASTER_PORT")) if env("MASTER_PORT") else None,
+    parser.add_argument("--master-port", type=port, default=int(env("MASTER_PORT")) if env("MASTER_PORT") else None,
                         help="rank 0's port (default $MASTER_PORT, else 29500 with --nodes, "
                         "and with --slurm one derived from the job's id, so that two jobs on "
                         "one node do not collide)")  # fmt: skip
-    parser.add_argument("--save-every", type=int, help="updates between interval checkpoints, "
+    parser.add_argument("--save-every", type=nonnegative_int, help="updates between interval checkpoints, "
                         "saved as well as the epoch ends' (default: the recipe's, "
                         f"{', '.join(f'{k} {v}' for k, v in SAVE_EVERY.items())}; 0: epoch ends only)")  # fmt: skip
-    parser.add_argument("--hang-timeout", type=float, help="with several workers: seconds without an "
+    parser.add_argument("--hang-timeout", type=nonnegative_float, help="with several workers: seconds without an "
                         "update, validation or checkpoint after which each worker ends itself, "
                         f"naming a lost host as the likely cause (default {HANG_TIMEOUT}; 0: never)")  # fmt: skip
     parser.add_argument("--slurm", action="store_true", help="start the workers with srun inside "
                         "a Slurm allocation (nodes and tasks per node from the job)")  # fmt: skip
     parser.add_argument("--cpu", action="store_true", help="train on the CPU (small models only)")
     parser.add_argument("--save-dir", help="run folder (default runs/{data}/{method}-{E}-{D}-{batch})")
-    parser.add_argument("--seed", type=int, help="default: the recipe's published seed (1111)")
-    parser.add_argument("--log-interval", type=int, default=100)
-    parser.add_argument("--monitor", type=int, nargs="?", const=DEFAULT_INTERVAL, metavar="N",
+    parser.add_argument("--seed", type=nonnegative_int, help="default: the recipe's published seed (1111)")
+    parser.add_argument("--log-interval", type=positive_int, default=100)
+    parser.add_argument("--monitor", type=positive_int, nargs="?", const=DEFAULT_INTERVAL, metavar="N",
                         help="record the per-layer stability monitor every N updates (without N: "
                         f"{DEFAULT_INTERVAL}; the plugin's --admin-monitor-interval: branch shares, "
                         "omegas, gradient norms, output change, early warnings; docs/monitor.md); "
@@ -271,11 +314,13 @@ def make_parser():
     parser.add_argument("--dry-run", action="store_true", help="print the command and exit")
     parser.add_argument("--force", action="store_true", help="run even if run.json says this "
                         "command already finished (fairseq then adds one update)")  # fmt: skip
+    parser.add_argument("--restart", action="store_true", help="when --save-dir holds a run with "
+                        "other settings: remove its checkpoints and logs and train from scratch")  # fmt: skip
     return parser
 
 
 #: the train step's options that are not part of the run itself
-CLI_ONLY = ("force",)
+CLI_ONLY = ("force", "restart")
 
 
 def parse(argv):
@@ -322,6 +367,7 @@ def main(argv=None):
             print(f"[train] {record.save_dir} already finished this exact command (see its run.json); "
                   "nothing to do. --force trains it again from its last checkpoint")  # fmt: skip
             return 0
+        check_reuse(record, restart=options["restart"])
         if args.extra:
             check_fairseq_flags(commands)
         check_prepared(args.data)
