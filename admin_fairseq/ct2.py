@@ -25,7 +25,7 @@ import time
 from argparse import Namespace
 from pathlib import Path
 
-from admin_fairseq import atomic, outputs
+from admin_fairseq import atomic, command, outputs
 from admin_fairseq import checkpoints
 from admin_fairseq.errors import UserError
 
@@ -210,12 +210,8 @@ def main(argv=None):
     parser.add_argument("--spm", help="sentencepiece model (default: spm.model next to the data folder)")
     parser.add_argument("--force", action="store_true", help="replace --out if it exists")
     args = parser.parse_args(argv)
-    try:
-        convert(args.checkpoint, args.out, args.quantization, args.data, args.spm, args.force)
-    except UserError as err:
-        print(f"ct2: error: {err}\nnothing was written.", file=sys.stderr)
-        return 2
-    return 0
+    return command.run("ct2", convert, args.checkpoint, args.out, args.quantization, args.data, args.spm,
+                       args.force, after_error="\nnothing was written.")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -186,7 +186,7 @@ def _launch(flags, device, workers):
     if workers == 1:
         command = [sys.executable, *launch]
     else:
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+        command = [sys.executable, "-m", "admin_fairseq.local_torchrun", "--nproc-per-node",
                    str(workers), *launch]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True)
     output = result.stdout + result.stderr

@@ -39,7 +39,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from admin_fairseq import atomic, fairseq_log, outputs
+from admin_fairseq import atomic, command, fairseq_log, outputs
 from admin_fairseq.monitor import EXIT_UNSTABLE
 from admin_fairseq.corpora import bible
 from admin_fairseq.recipes import RecipeError
@@ -415,6 +415,10 @@ def main(argv=None):
     except (UserError, ValueError, RuntimeError) as err:
         print(f"main_job: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("main_job: interrupted; finished steps are kept and the same command resumes",
+              file=sys.stderr)  # fmt: skip
+        return command.EXIT_INTERRUPTED
     return 0
 
 

@@ -642,7 +642,9 @@ def main(argv=None):
     path = Path(args.run)
     log_path = path / "train.log" if path.is_dir() else path
     if not log_path.is_file():
-        print(f"monitor: error: {log_path} does not exist", file=sys.stderr)
+        what = "does not exist" if not log_path.exists() else "is not a regular file"
+        print(f"monitor: error: {log_path} {what}; give a run folder (its train.log and run.json) "
+              "or a fairseq JSON log", file=sys.stderr)  # fmt: skip
         return 2
     from admin_fairseq.errors import UserError
     from admin_fairseq.recipes.record import RunRecord

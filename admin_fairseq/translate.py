@@ -82,17 +82,26 @@ class Ct2Model:
         if not (folder / "model.bin").is_file() or not record_path.is_file():
             raise DeployError(f"{folder} is not a CTranslate2 model folder written by "
                               f"admin_fairseq.ct2 (it needs model.bin and {RECORD})")  # fmt: skip
-        record = json.loads(record_path.read_text())
-        spm_path = folder / record["sentencepiece"]
+        try:
+            record = json.loads(record_path.read_text(encoding="utf-8"))
+            spm_path = folder / record["sentencepiece"]
+            record["source_lang"]
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+            raise DeployError(f"{record_path} is not the record admin_fairseq.ct2 writes ({type(err).__name__}: "
+                              f"{err}); convert the checkpoint again") from None  # fmt: skip
         if not spm_path.is_file():
             raise DeployError(f"sentencepiece model {spm_path} is missing from the model folder")
         if not 1 <= intra_threads <= threads:
             raise DeployError(f"--intra-threads {intra_threads} must be between 1 and --threads ({threads})")
         self.pieces = Pieces(spm_path, record.get("text_form"), record["source_lang"])
         self.parallel = threads // intra_threads
-        self.translator = ctranslate2.Translator(str(folder), device="cpu", compute_type=compute_type,
-                                                 inter_threads=self.parallel,
-                                                 intra_threads=intra_threads)  # fmt: skip
+        try:
+            self.translator = ctranslate2.Translator(str(folder), device="cpu", compute_type=compute_type,
+                                                     inter_threads=self.parallel,
+                                                     intra_threads=intra_threads)  # fmt: skip
+        except (RuntimeError, ValueError) as err:
+            raise DeployError(f"CTranslate2 cannot load {folder} ({err}); the folder is damaged or "
+                              "from another version: convert the checkpoint again") from None  # fmt: skip
         self.beam, self.lenpen, self.max_len_a, self.max_len_b = beam, lenpen, max_len_a, max_len_b
         self.describe = (f"CTranslate2 {ctranslate2.__version__} ({compute_type}, {self.parallel} batch(es) "
                          f"at a time x {intra_threads} thread(s)) {folder}")  # fmt: skip

@@ -199,7 +199,7 @@ def test_two_gpu_command_with_in_run_profile_broadcast_save_and_resume(bible_rec
     evaluate step and the CTranslate2 conversion."""
     run = tmp_path / "run"
     commands, info, log = train_gpu_command(bible_recipe_data, run, "admin-profiled", "8x4096", gpus=2)
-    assert commands[-1][1:4] == ["--standalone", "--nproc-per-node", "2"]
+    assert commands[-1][1:5] == ["-m", "admin_fairseq.local_torchrun", "--nproc-per-node", "2"]
     assert "--distributed-backend" not in commands[-1] and "--ddp-backend" not in commands[-1]
     assert "Admin profiled 4 encoder omegas" in log
     assert "rank 1 of 2" in (run / "logs" / "rank1.log").read_text()

@@ -3,6 +3,7 @@ launcher's variables checked against the recipe's world size; contradictions are
 
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -68,3 +69,34 @@ def test_each_worker_uses_the_gpu_it_sees_and_slurm_jobs_get_their_own_port():
         device_index(5, 4)
     assert job_port(1) == 15001 and job_port(2) == 15002 and job_port(15000) == 15000
     assert all(15000 <= job_port(i) < 30000 for i in (0, 14999, 987654321))
+
+
+def test_one_node_workers_listen_on_the_loopback_address_only(tmp_path):
+    """The train step's one-node launcher (admin_fairseq.local_torchrun): every listening
+    socket of the run is on 127.0.0.1, torchrun's store included (plain --standalone binds
+    it to every interface); each worker reads the kernel's table of listening sockets."""
+    worker = tmp_path / "worker.py"
+    worker.write_text(textwrap.dedent('''
+        import os, sys
+        import torch.distributed as dist
+        dist.init_process_group("gloo")
+        listening = []
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with open(table) as f:
+                for line in list(f)[1:]:
+                    local, state = line.split()[1], line.split()[3]
+                    if state == "0A":  # LISTEN
+                        listening.append(local)
+        port = int(os.environ["MASTER_PORT"])
+        store = [a for a in listening if int(a.rsplit(":", 1)[1], 16) == port]
+        print("rank", dist.get_rank(), os.environ["MASTER_ADDR"], "store", store, flush=True)
+        dist.barrier()
+        dist.destroy_process_group()
+    '''))
+    result = subprocess.run([sys.executable, "-m", "admin_fairseq.local_torchrun", "--nproc-per-node", "2",
+                             str(worker)], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("rank")]
+    assert len(lines) == 2
+    for line in lines:  # 0100007F: 127.0.0.1 in the kernel's byte order; nothing on 0.0.0.0 or ::
+        assert "127.0.0.1 store ['0100007F:" in line and "00000000:" not in line, line

@@ -281,8 +281,10 @@ def test_the_train_steps_monitor_option_becomes_the_plugins_flag():
         flags = plan.build(train.settings([*base, *extra]))[1].fairseq_flags
         found = flags[flags.index("--admin-monitor-interval") + 1] if "--admin-monitor-interval" in flags else None
         assert found == interval, extra
-    with pytest.raises(RecipeError, match="--monitor must be a number of updates"):
-        plan.build(train.settings([*base, "--monitor", "-1"]))
+    with pytest.raises(SystemExit):  # the command line refuses it at the door
+        train.settings([*base, "--monitor", "-1"])
+    with pytest.raises(RecipeError, match="--monitor must be a number of updates"):  # and so does plan
+        plan.build(train.settings(base).replace(monitor=-1))
 
 
 def test_replay_names_the_sublayer_whose_branch_takes_over_after_the_warm_up(tmp_path):

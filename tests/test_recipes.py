@@ -150,7 +150,7 @@ def test_build_uses_the_published_recipe(method, depth, batch):
     assert 8 * int(_flag(cmd, "--max-tokens")) * int(_flag(cmd, "--update-freq")) == a * b
     assert _flag(cmd, "--update-freq") == (PUBLISHED_UPDATE_FREQ[batch] if batch != "256x5000" else "32")
     assert _flag(cmd, "--distributed-world-size") == "8"
-    assert cmd[:4] == [cmd[0], "--standalone", "--nproc-per-node", "8"]  # torchrun, one node
+    assert cmd[1:5] == ["-m", "admin_fairseq.local_torchrun", "--nproc-per-node", "8"]  # torchrun, one node
 
 
 def test_published_update_freq_on_the_published_gpu_counts():

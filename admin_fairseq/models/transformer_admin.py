@@ -341,17 +341,29 @@ def load_omega_profile(model, path):
         raise ValueError(f"--admin-profile-from: {path} does not exist")
     residuals = _omega_residuals(model)
     if path.suffix == ".json":
-        profile = json.loads(path.read_text())
+        try:
+            profile = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(profile, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            raise ValueError(f"--admin-profile-from: {path} is not a JSON profile "
+                             f"{{\"encoder\": [...], \"decoder\": [...]}} ({err})") from None  # fmt: skip
         values = {}
         for side in ("encoder", "decoder"):
             keys = [k for k, _ in residuals if k.startswith(side + ".")]
             given = profile.get(side, [])
+            if not isinstance(given, list):
+                raise ValueError(f"--admin-profile-from: {path}: {side} must be a list of omegas")
             if len(given) != len(keys):
                 raise ValueError(
                     f"--admin-profile-from: {path} has {len(given)} {side} omegas, the model "
                     f"has {len(keys)} {side} sub-layers"
                 )
-            values.update({k: torch.as_tensor(v, dtype=torch.float32) for k, v in zip(keys, given)})
+            try:
+                values.update({k: torch.as_tensor(v, dtype=torch.float32) for k, v in zip(keys, given)})
+            except (TypeError, ValueError, RuntimeError) as err:
+                raise ValueError(f"--admin-profile-from: {path}: a {side} omega is not a number or "
+                                 f"a list of numbers ({err})") from None  # fmt: skip
     else:
         from admin_fairseq.checkpoints import CheckpointError, read
 
@@ -371,6 +383,9 @@ def load_omega_profile(model, path):
     with torch.no_grad():
         for key, module in residuals:
             value = torch.as_tensor(values[key]).float().reshape(-1)
+            if not torch.isfinite(value).all() or (value <= 0).any():
+                raise ValueError(f"--admin-profile-from: {key} in {path} holds an omega that is not a "
+                                 "finite positive number (NaN, infinite, zero or negative)")  # fmt: skip
             if value.numel() not in (1, module.omega.numel()):
                 raise ValueError(
                     f"--admin-profile-from: {key} in {path} is a vector of size "

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from admin_fairseq import atomic, fairseq_log
+from admin_fairseq import atomic, command, fairseq_log, outputs
 from admin_fairseq.recipes import RecipeError
 from admin_fairseq.recipes.record import RunRecord
 from admin_fairseq.errors import UserError
@@ -224,7 +224,12 @@ def summarize(run_dir, subset="test", baselines=None):
     current = status not in ("failed", "running") and eval_path.exists() and (
         eval_path.stat().st_mtime >= record.path.stat().st_mtime)
     if current:
-        scores = json.loads(eval_path.read_text())
+        try:
+            scores = json.loads(eval_path.read_text(encoding="utf-8"))
+            scores = {k: scores[k] for k in ("bleu", "chrf", "tokenized_bleu", "bleu_signature")} | scores
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+            raise RecipeError(f"{eval_path} is not a score file of the evaluate step ({type(err).__name__}: "
+                              f"{err}); run the evaluate step again for {run_dir}") from None  # fmt: skip
         row.update(bleu=scores["bleu"], chrf=scores["chrf"], tokenized_bleu=scores["tokenized_bleu"],
                    bleu_signature=scores["bleu_signature"],
                    text_form=scores.get("text_form"))  # fmt: skip
@@ -444,6 +449,10 @@ def stability_table(runs):
     return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *lines]) + "\n"
 
 
+#: what the comparison writes in its --out folder
+WRITES = ("comparison.md", "comparison.csv", "loss_curves.png", "stability.png", "stability.md")
+
+
 def compare(run_dirs, out_dir, subset="test", title=None, log=print):
     if not run_dirs:
         raise RecipeError("no run folders given")
@@ -481,12 +490,11 @@ def main(argv=None):
     parser.add_argument("--subset", default="test")
     parser.add_argument("--title")
     args = parser.parse_args(argv)
-    try:
+    def body():
+        outputs.Folder(args.out, "compare").claim(list(WRITES), hint="choose another --out")
         compare(args.runs, args.out, args.subset, args.title)
-    except UserError as err:
-        print(f"compare: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+
+    return command.run("compare", body)
 
 
 if __name__ == "__main__":

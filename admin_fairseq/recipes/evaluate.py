@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from admin_fairseq import atomic
+from admin_fairseq import atomic, command
 from admin_fairseq.evaluation import read_hypotheses, score
 from admin_fairseq.recipes import RecipeError
 from admin_fairseq.recipes.prepare import check_prepared
@@ -306,15 +306,14 @@ def main(argv=None):
         cut = argv.index("--")
         argv, extra = argv[:cut], argv[cut + 1:]
     args = parser.parse_args(argv)
-    try:
+
+    def body():
         if args.avg_epochs and args.avg_last is not None:
             raise RecipeError("--avg-epochs and --avg-last choose the checkpoints two ways; give one")
         evaluate(args.run, args.data, args.avg_last, args.beam, args.lenpen, args.subset,
                  args.max_tokens, args.cpu, extra, avg_epochs=args.avg_epochs)  # fmt: skip
-    except (UserError, ValueError) as err:
-        print(f"evaluate: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+
+    return command.run("evaluate", body, errors=(UserError, ValueError))
 
 
 if __name__ == "__main__":

@@ -374,7 +374,8 @@ def build(settings, env=None):
     elif workers == 1:
         launcher = _launch("none")
     elif nodes == 1:
-        launcher = [_which("torchrun"), "--standalone", "--nproc-per-node", str(per_node),
+        # torchrun with its store on the loopback address (plain --standalone listens on all)
+        launcher = [sys.executable, "-m", "admin_fairseq.local_torchrun", "--nproc-per-node", str(per_node),
                     "-m", *_launch("torchrun", worker_flags)[2:]]  # fmt: skip
     else:
         launcher = [

@@ -33,7 +33,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from admin_fairseq import atomic, corpora
+from admin_fairseq import atomic, command, corpora
 from admin_fairseq import outputs as outputs_mod
 from admin_fairseq.corpora import iwslt14, text as text_corpus, wmt
 from admin_fairseq.corpora.common import split_files
@@ -240,13 +240,10 @@ def main(argv=None):
     parser.add_argument("--test", help="text: PREFIX of the test files (default: held out as --valid)")
     args = parser.parse_args(argv)
     text = {"src": args.src, "tgt": args.tgt, "train": args.train, "valid": args.valid, "test": args.test}
-    try:
-        prepare(args.corpus, args.out, args.raw_dir, args.offline, args.vocab_size,
-                args.train_size, args.valid_size, args.test_size, args.workers, text=text)  # fmt: skip
-    except (UserError, ValueError, RuntimeError, FileNotFoundError) as err:
-        print(f"prepare: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    return command.run("prepare", prepare, args.corpus, args.out, args.raw_dir, args.offline, args.vocab_size,
+                       args.train_size, args.valid_size, args.test_size, args.workers, text=text,
+                       errors=(UserError, ValueError, RuntimeError, FileNotFoundError))  # fmt: skip
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -13,7 +13,7 @@ equals the setting exactly, and the arithmetic is printed.
 
 Every worker is started by ``python -m admin_fairseq.launch`` with its rank, world size,
 init method and device given explicitly: one process directly, one node with several GPUs
-through ``torchrun --standalone``, several nodes through ``torchrun`` (``--nodes``,
+through torchrun on the loopback address (:mod:`admin_fairseq.local_torchrun`), several nodes through ``torchrun`` (``--nodes``,
 ``--node-rank``, ``--master-addr``), or a Slurm allocation through ``srun`` (``--slurm``).
 fairseq resumes from ``checkpoint_last.pt`` when the same command is run again. Flags after
 ``--`` go to ``fairseq-train`` too: one that the recipe also sets replaces the recipe's value
@@ -41,7 +41,7 @@ from admin_fairseq.monitor import DEFAULT_INTERVAL, EXIT_UNSTABLE
 from admin_fairseq.resilience import EXIT_SAVED, HANG_TIMEOUT, STOP_SIGNALS
 from admin_fairseq.recipes.prepare import check_prepared
 from admin_fairseq.recipes.record import RunRecord
-from admin_fairseq.argtypes import nonnegative_float, nonnegative_int, port, positive_int
+from admin_fairseq.argtypes import check_fairseq_numbers, nonnegative_float, nonnegative_int, port, positive_int
 
 
 def finished_before(record):
@@ -132,7 +132,7 @@ def _tee(command, log_path, env, on_line, log):
     torchrun exits 1 whatever status its workers ended with, so under torchrun the status
     of the worker its report names as the root cause (the first to fail, e.g. with
     :data:`EXIT_SAVED`; the others may have been ended by torchrun) is returned instead."""
-    torchrun = Path(command[0]).name == "torchrun"
+    torchrun = Path(command[0]).name == "torchrun" or command[1:3] == ["-m", "admin_fairseq.local_torchrun"]
     reported = []
     with open(log_path, "a", encoding="utf-8") as logfile:
         logfile.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(command)}\n")
@@ -344,6 +344,11 @@ def settings(argv):
 
 def main(argv=None):
     args, options = parse(sys.argv[1:] if argv is None else argv)
+    try:
+        check_fairseq_numbers(args.extra)
+    except ValueError as err:
+        print(f"train: error: {err}", file=sys.stderr)
+        return 2
     try:
         commands, record = build(args)
         print(f"[train] {record.arithmetic}")
