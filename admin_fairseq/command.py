@@ -17,10 +17,11 @@ EXIT_INTERRUPTED = 130
 
 
 def run(name, body, *args, errors=(UserError,), after_error="", **kwargs):
-    """``body(*args, **kwargs)``'s exit status (``None`` counts as 0), with the errors of
-    ``errors`` and Ctrl-C reported in one line each on standard error."""
+    """``body(*args, **kwargs)``'s exit status (an int it returns; anything else counts as
+    0), with the errors of ``errors`` and Ctrl-C reported in one line each on standard error."""
     try:
-        return body(*args, **kwargs) or 0
+        result = body(*args, **kwargs)
+        return result if isinstance(result, int) and not isinstance(result, bool) else 0
     except errors as err:
         print(f"{name}: error: {err}{after_error}", file=sys.stderr)
         return EXIT_ERROR

@@ -187,7 +187,7 @@ def convert(checkpoint, out, quantization="float32", data=None, spm_model=None, 
         )  # fmt: skip
         shutil.copyfile(spm_path, model_dir / spm_path.name)
         atomic.write_json(model_dir / RECORD, record)
-        outputs.Folder(model_dir, "ct2").claim(sorted(p.name for p in model_dir.iterdir()))
+        outputs.Folder(model_dir, "ct2").adopt(sorted(p.name for p in model_dir.iterdir()))
         size = sum(f.stat().st_size for f in model_dir.iterdir())
         log(f"[ct2 3/3] {out}: model.bin, vocabularies, {spm_path.name}, {RECORD} ({size / 2**20:.1f} MiB)")
         if out.exists():

@@ -116,6 +116,11 @@ class Folder:
             self.path.mkdir(parents=True, exist_ok=True)
             atomic.write_json(self.manifest, {"command": self.command, "files": sorted(owned | set(names))})
 
+    def adopt(self, names):
+        """Record ``names`` as this command's without a look: for a folder the command has
+        just made and filled itself (a temporary folder renamed into place afterwards)."""
+        atomic.write_json(self.manifest, {"command": self.command, "files": sorted(self.owned() | set(names))})
+
     def remove_owned(self, keep=()):
         """Remove what this command wrote in the folder (but ``keep``), and nothing else."""
         owned = self.owned()

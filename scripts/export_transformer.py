@@ -38,7 +38,7 @@ def main(argv=None):
     try:
         report = export_checkpoint(args.input, args.output)
     except UserError as err:  # the model cannot be folded, or the checkpoint cannot be read
-        print(f"export refused: {err}\nnothing was written.", file=sys.stderr)
+        print(f"export: error: {err}\nnothing was written.", file=sys.stderr)
         return 2
     print(f"wrote {report.output} (--arch transformer, no --user-dir needed)")
     print(f"folded omega of {len(report.steps)} sub-layers")
