@@ -367,3 +367,38 @@ def test_ctrl_c_in_prepare_ends_with_one_line_and_exit_130(tmp_path):
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("prepare: interrupted")
     assert not (tmp_path / "out" / "counts.json").exists()  # not marked complete
     assert not list((tmp_path / "out").glob("**/.*.tmp"))  # no temporary file left
+
+
+class _FakeModel:
+    """A stand-in model for the translate command: upper-cases each sentence; Ctrl-C arrives
+    while it translates the batch holding ``interrupt_at``."""
+
+    describe = "fake"
+
+    def __init__(self, interrupt_at=None):
+        self.interrupt_at = interrupt_at
+        self.pieces = self
+
+    def encode(self, line):
+        return line.split()
+
+    def decode(self, pieces):
+        return " ".join(pieces).upper()
+
+    def translate_batches(self, batches):
+        for batch in batches:
+            if any(self.interrupt_at in p for p in batch):
+                raise KeyboardInterrupt
+            yield batch
+
+
+def test_interrupted_translate_keeps_what_it_finished_in_input_order(tmp_path, monkeypatch, capsys):
+    lines = [f"sentence {k} " + "x " * (k % 7) for k in range(100)]
+    (tmp_path / "in.txt").write_text("".join(line + "\n" for line in lines))
+    monkeypatch.setattr(translate, "load_model", lambda args: _FakeModel(interrupt_at="70"))
+    code = translate.main(["--model", str(tmp_path), "--input", str(tmp_path / "in.txt"), "--batch-size", "2",
+                           "--quiet"])  # fmt: skip
+    out, err = capsys.readouterr()
+    window = 2 * translate.WINDOW_BATCHES
+    assert code == 130 and err.strip().startswith("translate: interrupted; the first 64 translations")
+    assert out.splitlines() == [line.strip().upper() for line in lines[:64]] and 64 == 2 * window
