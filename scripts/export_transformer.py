@@ -40,6 +40,9 @@ def main(argv=None):
     except UserError as err:  # the model cannot be folded, or the checkpoint cannot be read
         print(f"export: error: {err}\nnothing was written.", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("export: interrupted; nothing was written", file=sys.stderr)
+        return 130
     print(f"wrote {report.output} (--arch transformer, no --user-dir needed)")
     print(f"folded omega of {len(report.steps)} sub-layers")
     for line in report.steps if args.verbose else []:

@@ -213,3 +213,14 @@ def test_the_monitor_page_shows_the_main_jobs_runs_as_their_logs_give_them():
     assert f"Admin's is even ({min(gnorms['admin'].values()):.2f} to {max(gnorms['admin'].values()):.2f})" in page
     table_of = lambda folder: (REPO / "results" / folder / "comparison.md").read_text().split("\n\n")[0]  # noqa: E731
     assert table_of("main_job_monitor") == table_of("main_job")
+
+
+def test_the_no_loss_table_lists_every_misuse_case_with_its_message():
+    from test_no_loss import CASES
+
+    text = (REPO / "docs" / "reliability.md").read_text()
+    section = text.split("## Nothing you own is lost", 1)[1].split("\n## ", 1)[0]
+    rows = dict(re.findall(r"^\|\s*`([a-z0-9-]+)`\s*\|(.*)\|\s*$", section, re.M))
+    assert set(rows) == {case.id for case in CASES}
+    for case in CASES:
+        assert case.expect.replace("{home}/", "") in rows[case.id], case.id

@@ -183,6 +183,24 @@ def baseline_inputs(record):
     return str(record.bin_dir), *languages, record.label_smoothing
 
 
+def _scores(run_dir, subset, record):
+    """The evaluate step's scores of ``run_dir`` on ``subset``, or None when there are none
+    of the run that ``record`` describes (none yet, or an earlier run's in the same folder:
+    the evaluate step records which run it scored)."""
+    path = run_dir / "eval" / f"{subset}.json"
+    if not path.exists():
+        return None
+    try:
+        scores = json.loads(path.read_text(encoding="utf-8"))
+        missing = [k for k in ("bleu", "chrf", "tokenized_bleu", "bleu_signature") if k not in scores]
+        if missing:
+            raise ValueError(f"no {', '.join(missing)}")
+    except (OSError, UnicodeDecodeError, ValueError, TypeError) as err:
+        raise RecipeError(f"{path} is not a score file of the evaluate step ({type(err).__name__}: "
+                          f"{err}); run the evaluate step again for {run_dir}") from None  # fmt: skip
+    return scores if scores.get("run_started", record.started) == record.started else None
+
+
 def summarize(run_dir, subset="test", baselines=None):
     """``(row, log)`` of one run folder: its table row and its curves (:func:`read_log`).
     ``baselines`` caches :func:`frequency_loss` by its arguments across the runs of one
@@ -218,21 +236,10 @@ def summarize(run_dir, subset="test", baselines=None):
         if inputs not in baselines:
             baselines[inputs] = frequency_loss(*inputs)
         row["frequency_loss"] = baselines[inputs]
-    eval_path = run_dir / "eval" / f"{subset}.json"
-    # a score of this run only: not of a run that failed or is still going, and not one left
-    # by an earlier run in the folder (run.json is written when a run starts and ends)
-    current = status not in ("failed", "running") and eval_path.exists() and (
-        eval_path.stat().st_mtime >= record.path.stat().st_mtime)
-    if current:
-        try:
-            scores = json.loads(eval_path.read_text(encoding="utf-8"))
-            scores = {k: scores[k] for k in ("bleu", "chrf", "tokenized_bleu", "bleu_signature")} | scores
-        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
-            raise RecipeError(f"{eval_path} is not a score file of the evaluate step ({type(err).__name__}: "
-                              f"{err}); run the evaluate step again for {run_dir}") from None  # fmt: skip
+    scores = _scores(run_dir, subset, record) if status not in ("failed", "running") else None
+    if scores is not None:
         row.update(bleu=scores["bleu"], chrf=scores["chrf"], tokenized_bleu=scores["tokenized_bleu"],
-                   bleu_signature=scores["bleu_signature"],
-                   text_form=scores.get("text_form"))  # fmt: skip
+                   bleu_signature=scores["bleu_signature"], text_form=scores.get("text_form"))  # fmt: skip
     return row, log
 
 

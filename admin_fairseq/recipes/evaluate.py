@@ -213,6 +213,7 @@ def evaluate(run_dir, data_dir=None, avg_last=None, beam=None, lenpen=None, subs
         raise RecipeError(f"--run {run_dir} is not a folder: give the run folder the train step "
                           "wrote (its --save-dir, by default runs/{data}/{method}-{E}-{D}-{batch})")  # fmt: skip
     record = RunRecord.read_if_any(run_dir)
+    run_started = record.started if record else None  # which run of the folder is scored
     data_dir = Path(data_dir or (record.data if record else ""))
     if not str(data_dir) or str(data_dir) == ".":
         raise RecipeError(f"{run_dir} has no run.json naming its data; pass --data")
@@ -278,7 +279,7 @@ def evaluate(run_dir, data_dir=None, avg_last=None, beam=None, lenpen=None, subs
         "tokenized_bleu": tok_bleu, "tokenized_bleu_method": tok_how, "text_form": text_form,
         "beam": beam, "lenpen": lenpen, "checkpoints": [p.name for p in checkpoints],
         "averaging": f"epochs {avg_epochs}" if avg_epochs else f"last {len(checkpoints)} on disk",
-        "generate_command": shlex.join(command),
+        "generate_command": shlex.join(command), "run_started": run_started,
     }  # fmt: skip
     atomic.write_json(out_dir / f"{subset}.json", record)
     log(f"[eval] {run_dir.name}: sacreBLEU {scores['bleu']:.2f} ({scores['bleu_signature']}), "

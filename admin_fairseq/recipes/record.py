@@ -133,12 +133,14 @@ class RunRecord:
 
     def differences(self, other):
         """``[(setting, this value, other value)]``: what the two runs train differently
-        (the fairseq flags but :data:`HOW_FLAGS`, the method, the depth, the seed); empty
+        (the fairseq flags but :data:`HOW_FLAGS`, the method and the batch); empty
         when one can resume the other."""
         mine, theirs = _flags_by_name(self.fairseq_flags), _flags_by_name(other.fairseq_flags)
         names = sorted((set(mine) | set(theirs)) - HOW_FLAGS)
         found = [(name, mine.get(name), theirs.get(name)) for name in names if mine.get(name) != theirs.get(name)]
-        for field in ("method", "encoder_layers", "decoder_layers", "seed"):
+        # the rest is in the flags (--encoder-layers, --seed, ...); the batch is the tokens per
+        # update, which may be split over other workers when a run resumes
+        for field in ("method", "batch"):
             if getattr(self, field) != getattr(other, field):
                 found.append((field, getattr(self, field), getattr(other, field)))
         return found

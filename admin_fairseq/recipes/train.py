@@ -33,6 +33,7 @@ import threading
 import time
 from pathlib import Path
 
+from admin_fairseq.command import EXIT_INTERRUPTED
 from admin_fairseq.errors import UserError
 from admin_fairseq.recipes import RecipeError
 from admin_fairseq.recipes.plan import PRECISIONS, RunSettings, build, check_disk, check_fairseq_flags, rank_table
@@ -139,18 +140,28 @@ def _tee(command, log_path, env, on_line, log):
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, env=env, bufsize=1)  # fmt: skip
         with _passing_stop_signals(proc):
-            for line in proc.stdout:
-                logfile.write(line)
-                logfile.flush()
-                if torchrun and "Root Cause" in line:  # the first worker that failed comes next
-                    reported.clear()
-                if torchrun and (found := _TORCHRUN_EXITCODE.match(line)):
-                    reported.append(int(found.group(1)))
-                if on_line is not None:
-                    on_line(line)
-                else:
-                    log(line.rstrip("\n"))
-            code = proc.wait()
+            try:
+                for line in proc.stdout:
+                    logfile.write(line)
+                    logfile.flush()
+                    if torchrun and "Root Cause" in line:  # the first worker that failed comes next
+                        reported.clear()
+                    if torchrun and (found := _TORCHRUN_EXITCODE.match(line)):
+                        reported.append(int(found.group(1)))
+                    if on_line is not None:
+                        on_line(line)
+                    else:
+                        log(line.rstrip("\n"))
+                code = proc.wait()
+            except KeyboardInterrupt:  # Ctrl-C reached fairseq too: let it end, its last words to the log only
+                with contextlib.suppress(KeyboardInterrupt):
+                    for line in proc.stdout:
+                        logfile.write(line)
+                    proc.wait(timeout=120)
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                return EXIT_INTERRUPTED
     return reported[0] if code == 1 and reported and reported[0] > 0 else code
 
 
@@ -246,7 +257,8 @@ def run(commands, record, log=print, on_line=None, env_extra=None):
             "run the same command again (a Slurm job script requeues itself) to resume")  # fmt: skip
     if first_node:
         status = {0: "finished", EXIT_SAVED: "stopped on a signal (saved; run again to resume)",
-                  EXIT_UNSTABLE: "stopped by the stability monitor (--admin-monitor-stop)"}
+                  EXIT_UNSTABLE: "stopped by the stability monitor (--admin-monitor-stop)",
+                  EXIT_INTERRUPTED: "interrupted (Ctrl-C; run again to resume from the last checkpoint)"}
         record.replace(status=status.get(code, f"failed (exit {code})"), exit_code=code,
                        seconds=round(time.time() - start, 1)).write()  # fmt: skip
     return code
@@ -385,7 +397,11 @@ def main(argv=None):
     print(f"[train] {record.command}")
     log_name = "train.log" if record.node_rank == 0 else f"logs/node{record.node_rank}.log"
     print(f"[train] log: {Path(record.save_dir) / log_name}")
-    return run(commands, record)
+    code = run(commands, record)
+    if code == EXIT_INTERRUPTED:
+        print(f"train: interrupted; the checkpoints in {record.save_dir} are kept and the same command "
+              "resumes from the last one", file=sys.stderr)  # fmt: skip
+    return code
 
 
 if __name__ == "__main__":
