@@ -46,6 +46,7 @@ from pathlib import Path
 import torch
 
 from admin_fairseq import atomic, fairseq_log
+from admin_fairseq.argtypes import nonnegative_int
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_WIDTH = ["--encoder-embed-dim", "32", "--decoder-embed-dim", "32",
@@ -301,7 +302,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m admin_fairseq.gpu_check", allow_abbrev=False,
                                      description=__doc__.split("\n\n")[0])  # fmt: skip
     parser.add_argument("--cpu", action="store_true", help="run on the CPU (with --tiny: the test suite's check)")
-    parser.add_argument("--device", type=int, default=0, help="GPU index (default 0)")
+    parser.add_argument("--device", type=nonnegative_int, default=0, help="GPU index (default 0)")
     parser.add_argument("--tiny", action="store_true", help="width-32 models and a few updates")
     parser.add_argument("--no-tests", action="store_true", help="skip step 4 (pytest -m gpu)")
     parser.add_argument("--out", default="gpu_check", help="folder for gpu_check.json/.md (default gpu_check)")

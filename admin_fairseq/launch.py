@@ -34,6 +34,7 @@ import sys
 from pathlib import Path
 
 from admin_fairseq.errors import UserError
+from admin_fairseq.argtypes import nonnegative_float, port
 
 LAUNCHERS = ("none", "torchrun", "slurm")
 TORCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -214,9 +215,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m admin_fairseq.launch", allow_abbrev=False,
                                      description=__doc__.split("\n\n")[0])  # fmt: skip
     parser.add_argument("--launcher", required=True, choices=LAUNCHERS)
-    parser.add_argument("--master-port", type=int, help="Slurm: the port rank 0 listens on "
+    parser.add_argument("--master-port", type=port, help="Slurm: the port rank 0 listens on "
                         "(default: derived from SLURM_JOB_ID)")  # fmt: skip
-    parser.add_argument("--hang-timeout", type=float, default=None, help="seconds without an "
+    parser.add_argument("--hang-timeout", type=nonnegative_float, default=None, help="seconds without an "
                         "update, validation or checkpoint after which a worker of a run with "
                         "several ends itself (default "
                         "600; 0: never)")  # fmt: skip

@@ -382,8 +382,6 @@ def parse_args(argv=None):
     parser.add_argument("--restart", action="store_true", help="when --out holds a main job with "
                         "other settings: remove that job's files there (nothing else) and start again")  # fmt: skip
     args = parser.parse_args(argv)
-    if args.jobs is not None and args.jobs < 1:
-        parser.exit(2, f"main_job: error: --jobs must be 1 or more; got {args.jobs}\n")
     if args.gpus and (args.jobs or 1) > 1:
         parser.exit(2, "main_job: error: --jobs applies to CPU runs; with --gpus every run uses all the GPUs\n")
     if args.pair not in (None, "en-fr", "en-de"):

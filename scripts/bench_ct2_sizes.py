@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
+from admin_fairseq.argtypes import positive_int  # noqa: E402
 from admin_fairseq.ct2 import convert, read_checkpoint  # noqa: E402
 from bench_training import _cpu_name  # noqa: E402
 
@@ -73,12 +74,12 @@ def main(argv=None):
     parser.add_argument("--data", required=True, help="a prepared data folder (bin/, spm.model, test.SRC)")
     parser.add_argument("--out", required=True, help="Markdown file for the table")
     parser.add_argument("--widths", default="64,256,512,1024")
-    parser.add_argument("--layers", type=int, default=6)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--sentences", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--target-tokens", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--layers", type=positive_int, default=6)
+    parser.add_argument("--threads", type=positive_int, default=os.cpu_count() or 1)
+    parser.add_argument("--sentences", type=positive_int, default=128)
+    parser.add_argument("--batch-size", type=positive_int, default=32)
+    parser.add_argument("--target-tokens", type=positive_int, default=32)
+    parser.add_argument("--repeats", type=positive_int, default=3)
     args = parser.parse_args(argv)
     import ctranslate2
 

@@ -30,6 +30,7 @@ import torch
 
 from bench_common import ENV, admin_training_flags, bible_slice, device, write_results  # noqa: E402
 
+from admin_fairseq.argtypes import positive_int  # noqa: E402
 from admin_fairseq.monitor import DEFAULT_INTERVAL  # noqa: E402
 
 INTERVALS = (DEFAULT_INTERVAL, 10)
@@ -134,8 +135,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--out", default="results/bench_monitor", help="folder for results.json/.md")
     parser.add_argument("--data", help="a prepared Bible slice (default: prepared in a cache folder)")
-    parser.add_argument("--layers", type=int, default=6)
-    parser.add_argument("--updates", type=int, default=600)
+    parser.add_argument("--layers", type=positive_int, default=6)
+    parser.add_argument("--updates", type=positive_int, default=600)
     parser.add_argument("--quick", action="store_true", help="220 updates per interval")
     parser.add_argument("--cpu", action="store_true", help="on the CPU even when a GPU is there")
     args = parser.parse_args(argv)

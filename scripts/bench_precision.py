@@ -34,6 +34,7 @@ import torch
 from bench_common import ENV, admin_training_flags, bible_slice, device, write_results  # noqa: E402
 
 from admin_fairseq import fairseq_log  # noqa: E402
+from admin_fairseq.argtypes import positive_int  # noqa: E402
 
 #: run in the training process: fairseq-train, then its peak CUDA memory on the last line
 _WORKER = """
@@ -106,9 +107,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--out", default="results/bench_precision", help="folder for results.json/.md")
     parser.add_argument("--data", help="a prepared Bible slice (default: prepared in a cache folder)")
-    parser.add_argument("--layers", type=int, default=6)
-    parser.add_argument("--updates", type=int, default=60)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--layers", type=positive_int, default=6)
+    parser.add_argument("--updates", type=positive_int, default=60)
+    parser.add_argument("--rounds", type=positive_int, default=3)
     parser.add_argument("--quick", action="store_true", help="2 rounds of 30 updates")
     parser.add_argument("--cpu", action="store_true", help="on the CPU even when a GPU is there")
     args = parser.parse_args(argv)

@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 from admin_fairseq.core.reinmax import gumbel_straight_through, reinmax, straight_through
+from admin_fairseq.argtypes import positive_int
 
 ESTIMATORS = {
     "ST": lambda x, gen: straight_through(x, generator=gen),
@@ -250,7 +251,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--out", default="results/reinmax", help="output folder")
     parser.add_argument("--quick", action="store_true", help="fewer samples, steps and seeds")
-    parser.add_argument("--samples", type=int, default=None)
+    parser.add_argument("--samples", type=positive_int, default=None)
     args = parser.parse_args()
     quick = args.quick
     settings = {

@@ -43,6 +43,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 from admin_fairseq.ct2 import convert, data_files, read_checkpoint  # noqa: E402
 from admin_fairseq.evaluation import score  # noqa: E402
 from bench_training import _cpu_name  # noqa: E402  (the same CPU name in every benchmark)
+from admin_fairseq.argtypes import finite_float, nonnegative_float, nonnegative_int, positive_int  # noqa: E402
 
 
 def _timed(command, env):
@@ -85,13 +86,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--out", required=True, help="folder for results.md and results.json")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--beam", type=int, default=4)
-    parser.add_argument("--lenpen", type=float, default=1.0)
-    parser.add_argument("--max-len-a", type=float, default=0.0)
-    parser.add_argument("--max-len-b", type=int, default=200)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=positive_int, default=os.cpu_count() or 1)
+    parser.add_argument("--beam", type=positive_int, default=4)
+    parser.add_argument("--lenpen", type=finite_float, default=1.0)
+    parser.add_argument("--max-len-a", type=nonnegative_float, default=0.0)
+    parser.add_argument("--max-len-b", type=nonnegative_int, default=200)
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--repeats", type=positive_int, default=3)
     parser.add_argument("--compute-types", default="int8", help="CTranslate2 types besides float32")
     args = parser.parse_args(argv)
     import ctranslate2

@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 from admin_fairseq.build import build_from_flags
+from admin_fairseq.argtypes import positive_int
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {
@@ -157,8 +158,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--out", default="results/output_change", help="output folder")
     parser.add_argument("--quick", action="store_true", help=f"depths {QUICK_DEPTHS}, one seed")
-    parser.add_argument("--depths", type=int, nargs="+", help=f"layers per stack (default {DEPTHS})")
-    parser.add_argument("--seeds", type=int, default=None, help="seeds per point (default 8)")
+    parser.add_argument("--depths", type=positive_int, nargs="+", help=f"layers per stack (default {DEPTHS})")
+    parser.add_argument("--seeds", type=positive_int, default=None, help="seeds per point (default 8)")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     args = parser.parse_args(argv)
     for noisy in ("fairseq", "admin_fairseq", "matplotlib", "hydra"):

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from admin_fairseq import atomic  # noqa: E402
 from admin_fairseq.build import build_from_flags  # noqa: E402
 from admin_fairseq.recipes.plan import CHECKPOINT_BYTES_PER_PARAMETER  # noqa: E402
+from admin_fairseq.argtypes import positive_int  # noqa: E402
 
 PRESETS = [
     "transformer_admin_tiny", "transformer_admin_iwslt_de_en", "transformer_admin",
@@ -88,7 +89,7 @@ def markdown(table, vocab):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--out", default="results/preset_sizes", help="folder for table.md")
-    parser.add_argument("--vocab", type=int, default=32000, help="joined vocabulary size (default 32000)")
+    parser.add_argument("--vocab", type=positive_int, default=32000, help="joined vocabulary size (default 32000)")
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)
     table = markdown(rows(args.vocab), args.vocab)

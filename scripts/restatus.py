@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from admin_fairseq import atomic, main_job  # noqa: E402
 from admin_fairseq.recipes.compare import frequency_loss, plot, stalled_runs  # noqa: E402
+from admin_fairseq.argtypes import ranged  # noqa: E402
 
 _VALID = re.compile(r"\[run \d+ of \d+: (\S+) \S+\] update (\d+): valid loss ([\d.]+)")
 _TRAIN = re.compile(r"\[run \d+ of \d+: (\S+) \S+\] update (\d+)/\d+: train loss ([\d.]+)")
@@ -116,7 +117,7 @@ def main(argv=None):
     parser.add_argument("--data", help="the binarized data the runs trained on (a folder with dict.TGT.txt)")
     parser.add_argument("--src", default="en")
     parser.add_argument("--tgt", default="fr")
-    parser.add_argument("--label-smoothing", type=float, default=0.1, help="the runs' (default 0.1, the main job's)")
+    parser.add_argument("--label-smoothing", type=ranged(float, 0, 1, high_open=True), default=0.1, help="the runs' (default 0.1, the main job's)")
     args = parser.parse_args(argv)
     folder = Path(args.folder)
     for name in ("comparison.md", "log.txt", "main_job.json"):

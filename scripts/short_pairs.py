@@ -16,6 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from admin_fairseq import atomic  # noqa: E402
+from admin_fairseq.argtypes import positive_int  # noqa: E402
 
 
 def short_pairs(src_lines, tgt_lines, max_words):
@@ -28,7 +29,7 @@ def main(argv=None):
     parser.add_argument("prefix", help="PREFIX of the corpus files (PREFIX.SRC, PREFIX.TGT)")
     parser.add_argument("src")
     parser.add_argument("tgt")
-    parser.add_argument("--max-words", type=int, default=20, help="most words per side (default 20)")
+    parser.add_argument("--max-words", type=positive_int, default=20, help="most words per side (default 20)")
     parser.add_argument("--out", required=True, help="PREFIX of the files written")
     args = parser.parse_args(argv)
     sides = []

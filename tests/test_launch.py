@@ -89,14 +89,14 @@ def test_one_node_workers_listen_on_the_loopback_address_only(tmp_path):
                         listening.append(local)
         port = int(os.environ["MASTER_PORT"])
         store = [a for a in listening if int(a.rsplit(":", 1)[1], 16) == port]
-        print("rank", dist.get_rank(), os.environ["MASTER_ADDR"], "store", store, flush=True)
+        with open(os.path.join(sys.argv[1], f"rank{dist.get_rank()}.txt"), "w") as out:
+            out.write(f"rank {dist.get_rank()} {os.environ['MASTER_ADDR']} store {store}")
         dist.barrier()
         dist.destroy_process_group()
     '''))
     result = subprocess.run([sys.executable, "-m", "admin_fairseq.local_torchrun", "--nproc-per-node", "2",
-                             str(worker)], capture_output=True, text=True, timeout=120)  # fmt: skip
+                             str(worker), str(tmp_path)], capture_output=True, text=True, timeout=120)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    lines = [line for line in result.stdout.splitlines() if line.startswith("rank")]
-    assert len(lines) == 2
+    lines = [(tmp_path / f"rank{rank}.txt").read_text() for rank in (0, 1)]
     for line in lines:  # 0100007F: 127.0.0.1 in the kernel's byte order; nothing on 0.0.0.0 or ::
         assert "127.0.0.1 store ['0100007F:" in line and "00000000:" not in line, line

@@ -84,7 +84,7 @@ def test_main_job_refuses_bad_options(tmp_path):
     for args, message in ((["--methods", "admin,postln"], "unknown method(s) ['postln']"),
                           (["--pair", "en-es"], "--pair must be en-fr or en-de"),
                           (["--width", "100"], "--width must be a multiple of 32"),
-                          (["--jobs", "0"], "--jobs must be 1 or more"),
+                          (["--jobs", "0"], "argument --jobs: must be at least 1; got 0"),
                           (["--jobs", "2", "--gpus", "1"], "--jobs applies to CPU runs")):  # fmt: skip
         result = run_module("admin_fairseq.main_job", "--out", tmp_path / "x", *args)
         assert result.returncode == 2 and message in result.stderr, result.stderr

@@ -423,7 +423,19 @@ def test_ctrl_c_in_the_train_step_ends_with_one_line_exit_130_and_the_run_record
     os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 130, err[-2000:]
-    assert [line for line in err.splitlines() if line.strip()] == [
-        f"train: interrupted; the checkpoints in {run} are kept and the same command resumes from the last one"]
-    assert "Traceback" not in out
+    said = [line for line in err.splitlines() if line.startswith("train:")]
+    assert said == [f"train: interrupted; the checkpoints in {run} are kept and the same command resumes "
+                    "from the last one"] and err.strip().splitlines()[-1] == said[0]  # fmt: skip
+    assert "Traceback" not in out and "Traceback" not in err
     assert json.loads((run / "run.json").read_text())["status"].startswith("interrupted")
+
+
+def test_compare_writes_its_table_and_exits_1_naming_a_failed_run(tmp_path):
+    record = plan.build(train.settings(["--data", str(tmp_path / "d"), "--method", "admin", "--depth", "2-2",
+                                        "--batch", "1x1024", "--recipe", "regular", "--size", "cpu", "--cpu",
+                                        "--updates", "10", "--save-dir", str(tmp_path / "run")]))[1]  # fmt: skip
+    record.replace(status="failed (exit 1)", exit_code=1).write()
+    (tmp_path / "run" / "train.log").write_text("Traceback (most recent call last):\n")
+    code, err = _call("compare", [str(tmp_path / "run"), "--out", str(tmp_path / "cmp")])
+    assert code == 1 and f"compare: error: 1 run(s) failed: {tmp_path / 'run'} (see {tmp_path / 'run' / 'train.log'})" in err
+    assert "| failed |" in (tmp_path / "cmp" / "comparison.md").read_text()

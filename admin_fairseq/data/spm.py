@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from admin_fairseq import atomic
+from admin_fairseq.argtypes import positive_int
 
 SPLITS = ("train", "valid", "test")
 #: Fixed so that two machines learn byte-identical models: sentencepiece records the thread
@@ -108,7 +109,7 @@ def main(argv=None):
     parser.add_argument("--data", required=True, help="folder with {train,valid,test}.{lang}")
     parser.add_argument("--src", required=True)
     parser.add_argument("--tgt", required=True)
-    parser.add_argument("--vocab-size", type=int, default=8000)
+    parser.add_argument("--vocab-size", type=positive_int, default=8000)
     args = parser.parse_args(argv)
     try:
         train_and_encode(args.data, args.src, args.tgt, args.vocab_size)

@@ -499,7 +499,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     def body():
         outputs.Folder(args.out, "compare").claim(list(WRITES), hint="choose another --out")
-        compare(args.runs, args.out, args.subset, args.title)
+        rows = compare(args.runs, args.out, args.subset, args.title)
+        failed = [f"{run} (see {Path(run) / 'train.log'})" for run, row in zip(args.runs, rows)
+                  if row["status"] == "failed"]  # fmt: skip
+        if failed:  # the table is written; the exit status says that a run in it failed
+            print(f"compare: error: {len(failed)} run(s) failed: {'; '.join(failed)}", file=sys.stderr)
+            return 1
+        return 0
 
     return command.run("compare", body)
 
