@@ -318,6 +318,9 @@ def main(argv=None):
         print(f"translate: interrupted; the first {written:,} translations "
               "were written, in input order", file=sys.stderr)  # fmt: skip
         return 130
+    except BrokenPipeError:  # the reader of the output stopped (| head): end quietly, as SIGPIPE would
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     if log is not None:
         log(f"[translate] {len(lines):,} lines with {model.describe}: model loaded in "
             f"{loaded - start:.1f} s, translated in {time.time() - loaded:.1f} s")  # fmt: skip
