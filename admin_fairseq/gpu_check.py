@@ -45,7 +45,7 @@ from pathlib import Path
 
 import torch
 
-from admin_fairseq import atomic, fairseq_log
+from admin_fairseq import atomic, command, fairseq_log, outputs
 from admin_fairseq.argtypes import nonnegative_int
 
 REPO = Path(__file__).resolve().parents[1]
@@ -328,6 +328,7 @@ def main(argv=None):
             return 2
     device = torch.device("cpu") if args.cpu else torch.device("cuda", args.device)
     out = Path(args.out)
+    outputs.Folder(out, "gpu_check").claim(["work", "gpu_check.json", "gpu_check.md"], hint="choose another --out")
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
     result = {"command": " ".join(["python -m admin_fairseq.gpu_check", *(argv if argv is not None else sys.argv[1:])]),
@@ -382,4 +383,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(command.run("gpu_check", main))

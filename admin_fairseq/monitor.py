@@ -680,4 +680,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from admin_fairseq import command
+
+    sys.exit(command.run("monitor", main))
