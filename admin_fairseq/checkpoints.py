@@ -229,13 +229,3 @@ def guard_fairseq_loader():
 
     load_checkpoint_to_cpu._admin_fairseq_guard = True
     checkpoint_utils.load_checkpoint_to_cpu = load_checkpoint_to_cpu
-
-
-def load_fairseq(path):
-    """fairseq's own loading of ``path`` (a dict with its settings upgraded), guarded."""
-    from admin_fairseq import plugin
-
-    plugin.load()  # includes guard_fairseq_loader
-    from fairseq import checkpoint_utils
-
-    return checkpoint_utils.load_checkpoint_to_cpu(str(path))

@@ -171,6 +171,16 @@ def plain_model_args(args):
     return plain
 
 
+def load_fairseq(path):
+    """fairseq's own loading of ``path`` (a dict with its settings upgraded), guarded."""
+    from admin_fairseq import plugin
+
+    plugin.load()  # includes guard_fairseq_loader
+    from fairseq import checkpoint_utils
+
+    return checkpoint_utils.load_checkpoint_to_cpu(str(path))
+
+
 def is_export(path):
     """Whether ``path`` is a checkpoint this export wrote (its ``extra_state`` says so)."""
     from admin_fairseq.checkpoints import CheckpointError, read
@@ -196,8 +206,6 @@ def check_output(input_path, output_path):
 def export_checkpoint(input_path, output_path):
     """Rewrite an Admin checkpoint as a plain ``transformer`` one. Writes nothing and raises
     :class:`ExportError` when the model cannot be folded."""
-    from admin_fairseq.checkpoints import load_fairseq  # fairseq's loader, guarded
-
     check_output(input_path, output_path)
     state = load_fairseq(input_path)
     cfg = state.get("cfg")

@@ -34,6 +34,7 @@ import sys
 from pathlib import Path
 
 from admin_fairseq.errors import UserError
+from admin_fairseq.fairseq_flags import flag_value
 from admin_fairseq.argtypes import nonnegative_float, port
 
 LAUNCHERS = ("none", "torchrun", "slurm")
@@ -42,17 +43,6 @@ TORCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_AD
 
 class LaunchError(UserError):
     """The launcher's environment does not match the run; the message says what to change."""
-
-
-def flag_value(flags, name, default=None):
-    """The value of the last ``name VALUE`` (or ``name=VALUE``) in ``flags``."""
-    value = default
-    for i, flag in enumerate(flags):
-        if flag == name and i + 1 < len(flags):
-            value = flags[i + 1]
-        elif flag.startswith(name + "="):
-            value = flag.split("=", 1)[1]
-    return value
 
 
 def _int(env, name):

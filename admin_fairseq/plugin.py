@@ -15,10 +15,13 @@ does the rest, once per process:
    the other ranks of a resumed multi-worker run receive what rank 0 loaded
    (:func:`admin_fairseq.checkpoint_compat.allow_resuming_on_several_workers`); fairseq's
    copies of a checkpoint (``checkpoint_last.pt``, ``checkpoint_best.pt``) are written
-   through a temporary name (:func:`admin_fairseq.checkpoint_compat.atomic_checkpoint_copies`);
-   fairseq's trainer runs the stability monitor of a model built with
-   ``--admin-monitor-interval`` (:func:`admin_fairseq.monitor.install`; fairseq's own code
-   alone for any other model).
+   through a temporary name (:func:`admin_fairseq.checkpoint_compat.atomic_checkpoint_copies`).
+
+fairseq's ``Trainer`` stays fairseq's own: the stability monitor's wrappers
+(:func:`admin_fairseq.monitor.install`) are installed by a ``transformer_admin`` model built
+with ``--admin-monitor-interval``, and the launcher's (:func:`admin_fairseq.resilience.install`)
+by ``admin_fairseq.launch`` in the workers it starts; a run that asks for neither runs
+fairseq's trainer untouched.
 
 Who calls it: fairseq, when it loads the plugin with ``--user-dir`` (it imports
 ``admin_fairseq.models``, whose ``__init__`` calls :func:`load`), and the project's commands
@@ -81,7 +84,7 @@ def load():
         return fairseq
     check_fairseq_version(getattr(fairseq, "__version__", "unknown"), getattr(fairseq, "__file__", "?"))
     _loaded = True
-    from admin_fairseq import checkpoint_compat, checkpoints, monitor
+    from admin_fairseq import checkpoint_compat, checkpoints
     from admin_fairseq.models import transformer_admin  # noqa: F401  registers transformer_admin*
     from admin_fairseq.optim import radam  # noqa: F401  registers --optimizer radam
 
@@ -89,5 +92,4 @@ def load():
     checkpoint_compat.allow_resuming_on_several_workers()
     checkpoint_compat.atomic_checkpoint_copies()
     checkpoints.guard_fairseq_loader()
-    monitor.install()
     return fairseq

@@ -88,7 +88,10 @@ def run_module(name, *args, env=None, cwd=None):
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
                 contextlib.chdir(cwd or os.getcwd()):  # fmt: skip
             try:
-                code = importlib.import_module(name).main([str(a) for a in args])
+                module = importlib.import_module(name)
+                if not hasattr(module, "main"):  # a package run as python -m: its __main__
+                    module = importlib.import_module(f"{name}.__main__")
+                code = module.main([str(a) for a in args])
             except SystemExit as exit_:  # argparse's refusals and commands that exit
                 code = exit_.code
     finally:

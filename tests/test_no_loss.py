@@ -25,7 +25,8 @@ import pytest
 
 from conftest import REPO
 
-from admin_fairseq import atomic, checkpoints, ct2, main_job, monitor, outputs, translate
+from admin_fairseq import atomic, checkpoints, ct2, main_job, outputs, translate
+from admin_fairseq.monitor import __main__ as monitor_command
 from admin_fairseq.recipes import compare, evaluate, plan, prepare, train
 
 
@@ -74,7 +75,7 @@ def _export_main(argv):
 COMMANDS = {
     "prepare": prepare.main, "main_job": main_job.main, "train": train.main, "evaluate": evaluate.main,
     "compare": compare.main, "ct2": ct2.main, "export": _export_main, "translate": translate.main,
-    "monitor": monitor.main,
+    "monitor": monitor_command.main,
 }  # fmt: skip
 
 TEXT = ["--corpus", "text", "--src", "de", "--tgt", "en", "--train", "{home}/corpus/train"]

@@ -496,6 +496,7 @@ class AdminTransformerModel(TransformerModel):
         self.admin_omega_fp32 = bool(getattr(args, "admin_omega_fp32", False))
         interval = getattr(args, "admin_monitor_interval", 0) or 0
         if interval and "fairseq_cli.train" in sys.modules:  # training only, not generate
+            monitor.install()  # fairseq's trainer runs the monitor from here on (once)
             # a plain attribute (not a module): nothing of it goes into the state dict
             self.admin_monitor = monitor.StabilityMonitor(
                 self, interval, args.admin_monitor_factor, args.admin_monitor_stop

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from admin_fairseq.launch import flag_value
+from admin_fairseq.fairseq_flags import flag_value
 from admin_fairseq.recipes import RecipeError
 from admin_fairseq.recipes.record import RunRecord
 from admin_fairseq.recipes.published import BIG_HUGE_LR, COMMON, METHODS, PUBLISHED_BATCHES, RECIPES, SAVE_EVERY, SIZES

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 from admin_fairseq import atomic
-from admin_fairseq.launch import flag_value
+from admin_fairseq.fairseq_flags import flag_value
 from admin_fairseq.recipes import RecipeError
 
 FILE = "run.json"

@@ -36,7 +36,7 @@ quantity when:
 - the gradient of a layer is not finite (named at every such update; with fp16 a gradient
   overflow is routine and the loss scaler skips the update, so it becomes a warning after
   :data:`OVERFLOW_STREAK` overflows in a row);
-- validation stalled by the compare step's rule (:func:`admin_fairseq.recipes.compare.stalled_runs`:
+- validation stalled by the compare step's rule (:func:`admin_fairseq.curves.stalled_runs`:
   the validation loss fell by less than ``STALL_GAIN`` over the second half of the run so far
   and is not ``BASELINE_MARGIN`` below the loss of a model that knows only the target tokens'
   frequencies), checked from twice the warm-up updates on, so that the second half is past
@@ -48,9 +48,9 @@ Each warning is given once, and again only after the quantity came back into its
 the warning is the one to go back to). The reference range and the validation curve are
 kept in the checkpoints, so a resumed run compares against the same early range.
 
-:func:`install` (called by :func:`admin_fairseq.plugin.load`) wraps four methods of fairseq's
-``Trainer`` and fairseq-train's ``validate``; each wrapper returns at once to fairseq's own
-code when the model has no monitor.
+:func:`install` (called by a ``transformer_admin`` model built with the monitor on, once per
+process) wraps four methods of fairseq's ``Trainer`` and fairseq-train's ``validate``; each
+wrapper returns at once to fairseq's own code for a model without a monitor.
 """
 
 import logging
@@ -59,7 +59,8 @@ import re
 import sys
 
 import torch
-from admin_fairseq.argtypes import nonnegative_int, positive_float, ranged
+
+from admin_fairseq import curves
 
 logger = logging.getLogger(__name__)
 
@@ -466,15 +467,13 @@ class StabilityMonitor:
         warmup = self._warmup(trainer)
         # not while the second half of the run so far still holds warm-up updates
         if trainer.data_parallel_rank == 0 and not self.warned_stall and update >= 2 * warmup:
-            from admin_fairseq.recipes import compare
-
             baseline = self._baseline(trainer)
-            if "run" in compare.stalled_runs({"run": self.valid}, baseline):
+            if "run" in curves.stalled_runs({"run": self.valid}, baseline):
                 self.warned_stall = True
                 self._warn(trainer, f"update {update}: validation stalled: over the second half "
-                           f"of the run so far the validation loss fell by less than {compare.STALL_GAIN} "
+                           f"of the run so far the validation loss fell by less than {curves.STALL_GAIN} "
                            f"bits, and its best ({min(v for _, v in self.valid):.3f}) is less than "
-                           f"{compare.BASELINE_MARGIN} below {baseline:.3f}, the loss of a model "
+                           f"{curves.BASELINE_MARGIN} below {baseline:.3f}, the loss of a model "
                            "that knows only the target tokens' frequencies")  # fmt: skip
         if self.stop:
             self._maybe_stop(trainer)
@@ -483,12 +482,10 @@ class StabilityMonitor:
         if self._frequency_loss is False:
             self._frequency_loss = None
             try:
-                from admin_fairseq.recipes import compare
-
                 task = trainer.task.cfg
                 data = str(task.data).split(":")[0]
                 eps = float(getattr(trainer.criterion, "eps", 0.0) or 0.0)
-                self._frequency_loss = compare.frequency_loss(data, task.source_lang, task.target_lang, eps)
+                self._frequency_loss = curves.frequency_loss(data, task.source_lang, task.target_lang, eps)
             except Exception as err:  # a task without these files: no stall rule
                 logger.info(f"admin monitor: no frequency baseline for the stall rule ({err})")
         return self._frequency_loss
@@ -621,65 +618,3 @@ def _wrap_validate():
 
     monitored_validate.admin_monitor = True
     train_cli.validate = monitored_validate
-
-
-def main(argv=None):
-    """``python -m admin_fairseq.monitor RUN_DIR_OR_LOG``: the range warnings of a recorded run
-    by the monitor's rules, with another ``--factor`` if asked (the log's own warnings are
-    those of the rules and factor the run had)."""
-    import argparse
-    from pathlib import Path
-
-    from admin_fairseq import fairseq_log
-
-    parser = argparse.ArgumentParser(description=main.__doc__.split("\n\n")[0].replace("``", ""),
-                                     allow_abbrev=False)  # fmt: skip
-    parser.add_argument("run", help="a run folder (its train.log and run.json) or a fairseq JSON log")
-    parser.add_argument("--factor", type=ranged(float, 1, low_open=True), default=DEFAULT_FACTOR, help=f"(default {DEFAULT_FACTOR:g})")
-    parser.add_argument("--warmup", type=nonnegative_int, help="warm-up updates (default: the run's --warmup-updates)")
-    parser.add_argument("--lr", type=positive_float, help="peak learning rate (default: the run's --lr)")
-    args = parser.parse_args(argv)
-    path = Path(args.run)
-    log_path = path / "train.log" if path.is_dir() else path
-    if not log_path.is_file():
-        what = "does not exist" if not log_path.exists() else "is not a regular file"
-        print(f"monitor: error: {log_path} {what}; give a run folder (its train.log and run.json) "
-              "or a fairseq JSON log", file=sys.stderr)  # fmt: skip
-        return 2
-    from admin_fairseq.errors import UserError
-    from admin_fairseq.recipes.record import RunRecord
-
-    try:  # the run's record (the train step's run.json), when there is one
-        record = RunRecord.read_if_any(log_path.parent)
-    except UserError as err:
-        print(f"monitor: error: {err}", file=sys.stderr)
-        return 2
-    flag = record.flag if record is not None else (lambda name: None)
-    warmup = args.warmup if args.warmup is not None else int(flag("--warmup-updates") or 0)
-    peak = args.lr if args.lr is not None else float(flag("--lr") or 0)
-    if not peak:
-        print(f"monitor: error: no run.json next to {log_path} to take the peak learning rate from; "
-              "give --lr (and --warmup)", file=sys.stderr)  # fmt: skip
-        return 2
-    records = {}
-    with open(log_path, encoding="utf-8", errors="replace") as f:
-        for _, stats in fairseq_log.records(f, "train_inner"):
-            values = {k: float(v) for k, v in stats.items() if k.startswith(("share/", "output_change"))}
-            if values:
-                records[int(stats["num_updates"])] = {**values, "lr": float(stats.get("lr", peak))}
-    if not records:
-        print(f"monitor: error: {log_path} holds no measurement of the monitor (--admin-monitor-interval)",
-              file=sys.stderr)  # fmt: skip
-        return 2
-    messages = replay(records, warmup, peak, args.factor)
-    print(f"{len(records)} measurements (updates {min(records)}-{max(records)}), warm-up {warmup}, peak lr "
-          f"{peak:g}, factor {args.factor:g}: {len(messages)} warning(s)")  # fmt: skip
-    for message in messages:
-        print(f"  {message}")
-    return 0
-
-
-if __name__ == "__main__":
-    from admin_fairseq import command
-
-    sys.exit(command.run("monitor", main))
