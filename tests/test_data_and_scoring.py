@@ -40,9 +40,9 @@ def test_a_language_the_bible_lacks_is_refused_before_the_download(tmp_path):
     """The check comes first: no 70 MB download, no output folder."""
     cache, out = tmp_path / "cache", tmp_path / "out"
     env = dict(os.environ, ADMIN_FAIRSEQ_CACHE=str(cache))
-    result = run_module("admin_fairseq.data.pipeline", "--pair", "en-es", "--out", out, env=env)
+    result = run_module("admin_fairseq.recipes.prepare", "--corpus", "bible-en-es", "--out", out, env=env)
     assert result.returncode == 2, result.stdout + result.stderr
-    assert "language 'es' is not available; choose from en, fr, de" in result.stderr
+    assert "unknown --corpus 'bible-en-es'; choose from" in result.stderr
     assert "downloading" not in result.stdout + result.stderr
     assert not cache.exists() and not out.exists()
 
