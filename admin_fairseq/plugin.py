@@ -85,7 +85,8 @@ def load():
     check_fairseq_version(getattr(fairseq, "__version__", "unknown"), getattr(fairseq, "__file__", "?"))
     _loaded = True
     from admin_fairseq import checkpoint_compat, checkpoints
-    from admin_fairseq.models import transformer_admin  # noqa: F401  registers transformer_admin*
+    from admin_fairseq.models import transformer_admin  # noqa: F401  registers transformer_admin
+    from admin_fairseq.models import presets  # noqa: F401  and its presets (transformer_admin_*)
     from admin_fairseq.optim import radam  # noqa: F401  registers --optimizer radam
 
     checkpoint_compat.allow_fairseq_checkpoints()

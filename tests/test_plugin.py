@@ -8,7 +8,6 @@ what rank 0 loaded; fairseq's copies of a checkpoint go through a temporary name
 ``Trainer`` and fairseq-train's loop stay fairseq's own until a run asks for the monitor.
 """
 
-import io
 import json
 import os
 import subprocess
@@ -139,12 +138,6 @@ def test_the_broadcast_hands_a_resumed_state_to_the_other_rank(tmp_path):
 
     from conftest import free_port
 
-    buffer = io.BytesIO()
-    from omegaconf import OmegaConf
-
-    torch.save({"cfg": OmegaConf.create({"a": 1})}, buffer)
-    with pytest.raises(Exception, match="Weights only load failed"):
-        torch.load(io.BytesIO(buffer.getvalue()))  # why fairseq's own broadcast fails on torch >= 2.6
     mp.start_processes(_broadcast_worker, args=(free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
     for rank in (0, 1):
         got = json.loads((tmp_path / f"rank{rank}.json").read_text())

@@ -40,7 +40,10 @@ from fairseq.modules.checkpoint_activations import checkpoint_wrapper
 
 from admin_fairseq import atomic, monitor
 from admin_fairseq.core.deepnorm import encoder_decoder_constants
-from admin_fairseq.core.omega import OUTPUT_CHANGE_SCALES, calculate_init, canonical_scale
+from admin_fairseq.core.omega import OUTPUT_CHANGE_SCALES, calculate_init
+from admin_fairseq.models.checks import (  # noqa: F401  (check_admin_args: the model's public check)
+    DEFAULT_OUTPUT_CHANGE_SCALE, check_admin_args, check_bf16, check_half_precision_device, check_omega_shapes)
+from admin_fairseq.models.profile import _omega_residuals, load_omega_profile
 from admin_fairseq.modules.transformer_layer import (
     AdminDecoderLayer,
     AdminEncoderLayer,
@@ -48,8 +51,6 @@ from admin_fairseq.modules.transformer_layer import (
 )
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_OUTPUT_CHANGE_SCALE = "O(logn)"
 
 
 def _residual_plan(cfg, side, sublayers_per_layer):
@@ -127,271 +128,6 @@ class AdminTransformerDecoder(TransformerDecoderBase):
         if beta is not None:
             apply_deepnorm_init(layer, beta)
         return _wrap_like_fairseq(layer, cfg)
-
-
-def check_admin_args(args):
-    """Validate the Admin/DeepNet flags against the rest of the configuration, in one
-    place. Raises ``ValueError`` naming the flags at fault; normalises the output-change
-    scale's spelling (``default`` -> ``O(logn)``)."""
-    args.admin_output_change_scale = canonical_scale(
-        args.admin_output_change_scale, "--admin-output-change-scale"
-    )
-    if (args.admin_profile_from or args.admin_profile_to) and not args.admin_profile:
-        args.admin_profile = True  # a given or written profile is the profiled variant
-    if args.admin_profile_from and args.admin_profile_to:
-        raise ValueError("--admin-profile-from reads a profile and --admin-profile-to writes "
-                         "one; give one of them")
-    if args.deepnet and args.admin_init:
-        raise ValueError(
-            "--deepnet and --admin-init are two different initialisations of the residual "
-            "branches; choose one"
-        )
-    if not args.admin_init:
-        for flag, value, default in (
-            ("--admin-as-parameter", args.admin_as_parameter, False),
-            ("--admin-output-change-scale", args.admin_output_change_scale, DEFAULT_OUTPUT_CHANGE_SCALE),
-            ("--admin-profile/--admin-profile-from/--admin-profile-to", args.admin_profile, False),
-        ):  # fmt: skip
-            if value != default:
-                raise ValueError(
-                    f"{flag} has no effect without --admin-init; add --admin-init or drop {flag}"
-                )
-    if getattr(args, "admin_omega_fp32", False) and not (args.admin_as_parameter or args.admin_profile):
-        raise ValueError(
-            "--admin-omega-fp32 keeps trainable omegas in fp32; it needs --admin-as-parameter "
-            "or --admin-profile (the scalar omegas of --admin-init alone are fixed buffers)"
-        )
-    fp16_master_copies = (
-        (getattr(args, "fp16", False) or getattr(args, "bf16", False))
-        and not getattr(args, "memory_efficient_fp16", False)
-        and not getattr(args, "memory_efficient_bf16", False)
-        and not getattr(args, "amp", False)
-    )
-    # admin_profile_source: the omegas came from a profile file when the model was trained
-    # and live in its checkpoint since (build_model records it); loading it profiles nothing
-    given = args.admin_profile_from or args.admin_profile_to or getattr(args, "admin_profile_source", None)
-    profiles_in_training = args.admin_profile and not given
-    if profiles_in_training and fp16_master_copies:
-        # fairseq's FP16Optimizer copies the parameters to fp32 when it is built, before
-        # the first batch, and copies them back after every step: it would overwrite the
-        # profiled omegas with their placeholder.
-        raise ValueError(
-            "--admin-profile cannot profile under --fp16/--bf16 with fairseq's FP16Optimizer "
-            "(its fp32 copy of the weights predates the profile); use "
-            "--memory-efficient-fp16 (the published recipes' setting) or --amp, or pass a "
-            "profile written by a run with --admin-profile-to FILE with --admin-profile-from FILE"
-        )
-    if args.admin_profile and getattr(args, "ddp_backend", None) == "fully_sharded":
-        raise ValueError(
-            "--admin-profile does not support --ddp-backend fully_sharded (the profile is "
-            "taken and broadcast on unsharded layers); use another --ddp-backend"
-        )
-    if args.admin_profile and args.admin_output_change_scale != DEFAULT_OUTPUT_CHANGE_SCALE:
-        raise ValueError(
-            "--admin-output-change-scale does not apply to --admin-profile: the profiled "
-            "omegas come from the data; drop one of them"
-        )
-    if not (args.admin_init or args.deepnet):
-        return
-    method = "--admin-init" if args.admin_init else "--deepnet"
-    pre_ln = [
-        flag
-        for flag, on in (
-            ("--encoder-normalize-before", args.encoder_normalize_before),
-            ("--decoder-normalize-before", args.decoder_normalize_before),
-        )
-        if on
-    ]
-    if pre_ln:
-        raise ValueError(
-            f"{method} is defined for Post-LN Transformers only, but {' and '.join(pre_ln)} "
-            f"selects Pre-LN; drop {method} to train Pre-LN, or drop "
-            f"{' and '.join(pre_ln)} to train Post-LN with {method}"
-        )
-    for flag, value in (
-        ("--encoder-layers", args.encoder_layers),
-        ("--decoder-layers", args.decoder_layers),
-    ):
-        if value < 1:
-            raise ValueError(f"{flag} must be >= 1 with {method}; got {value}")
-
-
-def check_bf16(args):
-    """``--bf16-autocast`` alone of the precisions, and only where it can run; fairseq's own
-    ``--bf16`` refused inside fairseq-train with the reason. Checked in ``fairseq-train``
-    only: a checkpoint trained in bf16 loads anywhere (its weights are fp32)."""
-    if "fairseq_cli.train" not in sys.modules:
-        return
-    if getattr(args, "bf16", False) or getattr(args, "memory_efficient_bf16", False):
-        raise ValueError(
-            "fairseq 0.12's --bf16/--memory-efficient-bf16 imply --tpu (they run through "
-            "torch_xla on an XLA device, on a GPU machine too); use --bf16-autocast (the "
-            "recipes' --precision bf16): fp32 weights, bf16 compute, on GPUs and CPUs"
-        )
-    if not getattr(args, "bf16_autocast", False):
-        return
-    half = [flag for flag, name in (("--fp16", "fp16"), ("--memory-efficient-fp16", "memory_efficient_fp16"),
-                                    ("--amp", "amp")) if getattr(args, name, False)]  # fmt: skip
-    if half:
-        raise ValueError(f"--bf16-autocast and {' and '.join(half)} are two precisions; give one")
-    if not getattr(args, "cpu", False) and torch.cuda.is_available():
-        device = getattr(args, "device_id", 0) or 0
-        if not torch.cuda.is_bf16_supported():
-            raise ValueError(
-                f"--bf16-autocast: the GPU {torch.cuda.get_device_name(device)} (compute capability "
-                f"{'.'.join(map(str, torch.cuda.get_device_capability(device)))}) does not support "
-                "bfloat16; bf16 needs compute capability 8.0 or newer (A100, H100, RTX 30xx and "
-                "later). Use --precision recipe (fp16) or fp32"
-            )
-
-
-def check_half_precision_device(args):
-    """Refuse fp16 training on a machine without a CUDA GPU, before any data is loaded.
-
-    fairseq 0.12's half-precision trainer needs CUDA: without ``--cpu`` it stops with torch's
-    bare "Torch not compiled with CUDA enabled" after loading the data and building the model;
-    with ``--cpu`` its fp16 optimizer files the fp32 master weights under the current CUDA
-    device, and its loss scaler makes a CUDA tensor at the first gradient overflow. The
-    package does not patch that; the test suite runs those GPU code paths on a CPU through a
-    shim of its own (tests/gpu_on_cpu), which marks fairseq's trainer, and only then is
-    ``--cpu`` with fp16 let through. ``--amp`` on a CPU is fp32 with its scaler off and runs.
-
-    Only checked inside ``fairseq-train``: a model trained with --fp16 on a GPU keeps that
-    flag in its checkpoint and must still load for ``fairseq-generate`` on a CPU.
-    """
-    half = [flag for flag, name in (("--fp16", "fp16"), ("--memory-efficient-fp16",
-            "memory_efficient_fp16"), ("--amp", "amp")) if getattr(args, name, False)]  # fmt: skip
-    if not half or "fairseq_cli.train" not in sys.modules or torch.cuda.is_available():
-        return
-    cpu = getattr(args, "cpu", False)
-    if cpu:
-        half = [flag for flag in half if flag != "--amp"]
-        from fairseq.trainer import Trainer
-
-        if not half or getattr(Trainer, "gpu_code_on_cpu_shim", False):
-            return
-        raise ValueError(
-            f"{' and '.join(half)} with --cpu: fairseq 0.12's half-precision training needs "
-            "CUDA (its fp16 optimizer keys the fp32 master weights by CUDA device, and a "
-            "gradient overflow makes a CUDA tensor), and torch sees no GPU here; drop "
-            f"{' and '.join(half)} to train in fp32 on the CPU"
-        )
-    raise ValueError(
-        f"{' and '.join(half)} need(s) a CUDA GPU, and torch sees none on this machine "
-        f"(torch.cuda.is_available() is False); drop {' and '.join(half)} and add --cpu to "
-        "train in fp32 on the CPU"
-    )
-
-
-def check_omega_shapes(model, state_dict):
-    """Before loading a checkpoint, compare its omegas with the model's and name the flag
-    that differs (fairseq would only say that "the architectures" do not match)."""
-    wrappers = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
-    own = {}
-    for key, module in _omega_residuals(model):
-        for wrapper in wrappers:
-            key = key.replace(wrapper, "")
-        own[key] = module
-    theirs = {k: v for k, v in state_dict.items() if k.endswith("_residual.omega")}
-    if own and not theirs:
-        raise ValueError(
-            "the checkpoint has no Admin omegas: it was not trained with --admin-init or "
-            "--deepnet; load it with the flags it was trained with (see its cfg), or start a "
-            "new run in another --save-dir"
-        )
-    if theirs and not own:
-        raise ValueError(
-            "the checkpoint holds Admin/DeepNet omegas but this model has none; add the "
-            "--admin-init (or --deepnet) flags it was trained with"
-        )
-    for key, module in own.items():
-        if key not in theirs:
-            raise ValueError(f"the checkpoint lacks {key}: it has another depth or layout "
-                             "(--encoder-layers/--decoder-layers/--no-cross-attention)")  # fmt: skip
-        want, got = module.omega.numel(), theirs[key].numel()  # a scalar omega has one element
-        if want == got:
-            continue
-        if got > 1 and want == 1:
-            hint = (f"the checkpoint has per-dimension omegas (size {got}, trained with "
-                    "--admin-as-parameter or --admin-profile); add --admin-as-parameter")  # fmt: skip
-        elif want > 1 and got == 1:
-            hint = ("the checkpoint has one scalar omega per sub-layer (trained without "
-                    "--admin-as-parameter); drop --admin-as-parameter")  # fmt: skip
-        else:
-            hint = (f"the checkpoint's omega has size {got} but this model's {want}: "
-                    "the model width (--encoder-embed-dim/--decoder-embed-dim) differs")  # fmt: skip
-        raise ValueError(f"{key}: {hint}")
-
-
-def _omega_residuals(model):
-    """[(state-dict key, OmegaResidual)] of every sub-layer, in stack order."""
-    return [
-        (name + ".omega", module)
-        for name, module in model.named_modules()
-        if name.endswith("_residual") and hasattr(module, "omega")
-    ]
-
-
-def load_omega_profile(model, path):
-    """Set the model's omegas from an earlier profile: a fairseq checkpoint of a model of
-    the same shape, or a JSON file ``{"encoder": [...], "decoder": [...]}`` with one value
-    (or one vector) per sub-layer in order. Raises ``ValueError`` on any mismatch."""
-    path = Path(path)
-    if not path.exists():
-        raise ValueError(f"--admin-profile-from: {path} does not exist")
-    residuals = _omega_residuals(model)
-    if path.suffix == ".json":
-        try:
-            profile = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(profile, dict):
-                raise ValueError("not a JSON object")
-        except (OSError, UnicodeDecodeError, ValueError) as err:
-            raise ValueError(f"--admin-profile-from: {path} is not a JSON profile "
-                             f"{{\"encoder\": [...], \"decoder\": [...]}} ({err})") from None  # fmt: skip
-        values = {}
-        for side in ("encoder", "decoder"):
-            keys = [k for k, _ in residuals if k.startswith(side + ".")]
-            given = profile.get(side, [])
-            if not isinstance(given, list):
-                raise ValueError(f"--admin-profile-from: {path}: {side} must be a list of omegas")
-            if len(given) != len(keys):
-                raise ValueError(
-                    f"--admin-profile-from: {path} has {len(given)} {side} omegas, the model "
-                    f"has {len(keys)} {side} sub-layers"
-                )
-            try:
-                values.update({k: torch.as_tensor(v, dtype=torch.float32) for k, v in zip(keys, given)})
-            except (TypeError, ValueError, RuntimeError) as err:
-                raise ValueError(f"--admin-profile-from: {path}: a {side} omega is not a number or "
-                                 f"a list of numbers ({err})") from None  # fmt: skip
-    else:
-        from admin_fairseq.checkpoints import CheckpointError, read
-
-        try:
-            state = read(path)
-        except CheckpointError as err:
-            raise ValueError(f"--admin-profile-from: {err}") from None
-        state = state.get("model", state)
-        values = {k: state[k] for k, _ in residuals if k in state}
-        missing = [k for k, _ in residuals if k not in values]
-        if missing:
-            raise ValueError(
-                f"--admin-profile-from: {path} has no omega for {len(missing)} of the model's "
-                f"{len(residuals)} sub-layers (first missing: {missing[0]}); it must come from "
-                "a transformer_admin model of the same depth"
-            )
-    with torch.no_grad():
-        for key, module in residuals:
-            value = torch.as_tensor(values[key]).float().reshape(-1)
-            if not torch.isfinite(value).all() or (value <= 0).any():
-                raise ValueError(f"--admin-profile-from: {key} in {path} holds an omega that is not a "
-                                 "finite positive number (NaN, infinite, zero or negative)")  # fmt: skip
-            if value.numel() not in (1, module.omega.numel()):
-                raise ValueError(
-                    f"--admin-profile-from: {key} in {path} is a vector of size "
-                    f"{value.numel()}, the model's is {module.omega.numel()} (its embed_dim)"
-                )
-            module.omega.copy_(value.expand_as(module.omega))
 
 
 @register_model("transformer_admin")
@@ -616,9 +352,9 @@ class AdminTransformerModel(TransformerModel):
 
 
 # ---------------------------------------------------------------------------------------
-# Architectures. Each preset sets only what differs from its parent, then calls it; the
-# shapes mirror fairseq's presets of the same name. Admin stays off unless --admin-init is
-# given, so every preset can be trained as Post-LN, Pre-LN or Admin by changing flags only.
+# The base architecture: the Admin flags' defaults, then fairseq's transformer. The defaults
+# live here, not in add_args (fairseq's convention), so that a checkpoint written before a
+# flag existed still loads; the other presets are in presets.py.
 # ---------------------------------------------------------------------------------------
 
 
@@ -643,53 +379,3 @@ def _admin_defaults(args):
 def base_architecture(args):
     _admin_defaults(args)
     fairseq_archs.base_architecture(args)
-
-
-@register_model_architecture("transformer_admin", "transformer_admin_tiny")
-def transformer_admin_tiny(args):
-    _admin_defaults(args)
-    fairseq_archs.tiny_architecture(args)
-
-
-@register_model_architecture("transformer_admin", "transformer_admin_iwslt_de_en")
-def transformer_admin_iwslt_de_en(args):
-    _admin_defaults(args)
-    fairseq_archs.transformer_iwslt_de_en(args)
-
-
-@register_model_architecture("transformer_admin", "transformer_admin_wmt_en_de")
-def transformer_admin_wmt_en_de(args):
-    _admin_defaults(args)
-    fairseq_archs.transformer_wmt_en_de(args)
-
-
-@register_model_architecture("transformer_admin", "transformer_admin_vaswani_wmt_en_de_big")
-def transformer_admin_vaswani_wmt_en_de_big(args):
-    _admin_defaults(args)
-    fairseq_archs.transformer_vaswani_wmt_en_de_big(args)
-
-
-@register_model_architecture("transformer_admin", "transformer_admin_vaswani_wmt_en_fr_big")
-def transformer_admin_vaswani_wmt_en_fr_big(args):
-    _admin_defaults(args)
-    fairseq_archs.transformer_vaswani_wmt_en_fr_big(args)
-
-
-def _deep(encoder_layers, decoder_layers):
-    """A base-width (512/2048/8 heads) preset with the given depth, as in the Admin papers."""
-
-    def architecture(args):
-        args.encoder_layers = getattr(args, "encoder_layers", encoder_layers)
-        args.decoder_layers = getattr(args, "decoder_layers", decoder_layers)
-        transformer_admin_wmt_en_de(args)
-
-    architecture.__name__ = f"transformer_admin_{encoder_layers}_{decoder_layers}"
-    architecture.__doc__ = (
-        f"{encoder_layers}L-{decoder_layers}L Transformer of base width (Admin paper shapes)."
-    )
-    return register_model_architecture("transformer_admin", architecture.__name__)(architecture)
-
-
-transformer_admin_18_18 = _deep(18, 18)  # Admin paper, WMT'14 En-De
-transformer_admin_60_12 = _deep(60, 12)  # Very Deep Transformers, WMT'14 En-Fr/En-De
-transformer_admin_100_100 = _deep(100, 100)  # admin-torch, WMT'14/'17 En-De
