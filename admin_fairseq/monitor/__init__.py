@@ -48,9 +48,11 @@ Each warning is given once, and again only after the quantity came back into its
 the warning is the one to go back to). The reference range and the validation curve are
 kept in the checkpoints, so a resumed run compares against the same early range.
 
-:func:`install` (called by a ``transformer_admin`` model built with the monitor on, once per
-process) wraps four methods of fairseq's ``Trainer`` and fairseq-train's ``validate``; each
-wrapper returns at once to fairseq's own code for a model without a monitor.
+The package, by job: the measuring is here (:class:`StabilityMonitor`); the warning rules
+are in :mod:`~admin_fairseq.monitor.rules`; how fairseq's trainer runs the monitor is in
+:mod:`~admin_fairseq.monitor.trainer_hooks` (:func:`install`, called by a
+``transformer_admin`` model built with the monitor on, once per process); and
+``python -m admin_fairseq.monitor``, the replay of a run's warnings, is ``__main__``.
 """
 
 import logging
@@ -61,25 +63,18 @@ import sys
 import torch
 
 from admin_fairseq import curves
+from admin_fairseq.monitor.rules import (  # noqa: F401  the rules, as the monitor's own names
+    CHECK_AFTER, DEFAULT_FACTOR, REFERENCE_LR_SHARE, REFERENCE_POINTS, SHOWN_DEPARTURES, Ranges, Reference, replay)
+from admin_fairseq.monitor.trainer_hooks import install, of  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
 #: updates between two measurements when the monitor is on without an interval
 DEFAULT_INTERVAL = 100
-#: a quantity warns when it leaves its early range by more than this factor
-DEFAULT_FACTOR = 10.0
-#: the early range: the measurements from the learning rate's reaching
-#: :data:`REFERENCE_LR_SHARE` of its peak to the end of the warm-up, and at least
-#: REFERENCE_POINTS of them; departures are looked for from CHECK_AFTER values on
-REFERENCE_POINTS = 5
-CHECK_AFTER = 3
-REFERENCE_LR_SHARE = 0.1
 #: sentences of the fixed batch the monitor measures on
 FIXED_SENTENCES = 8
 #: fp16 gradient overflows in a row that make a warning
 OVERFLOW_STREAK = 3
-#: sub-layers named when several leave their range at one update (the farthest first)
-SHOWN_DEPARTURES = 3
 #: exit status of every worker of a run stopped by ``--admin-monitor-stop``
 EXIT_UNSTABLE = 3
 #: metrics come after fairseq's own in the log lines
@@ -117,65 +112,13 @@ def check_args(args):
                          "(rank 0 measures its own full copy of the model); use another --ddp-backend")  # fmt: skip
 
 
-class Reference:
-    """The range a quantity held early in the run, and whether it is outside it now.
-
-    The range is made of the values measured while ``gathering`` (the warm-up, see
-    :meth:`StabilityMonitor._gathering`), and of at least :data:`REFERENCE_POINTS` values; it
-    is fixed after that. While it is being made, a value more than ``factor`` times outside
-    the range of the values before it (from :data:`CHECK_AFTER` of them on) is a departure
-    too, and is kept out of the range: a blow-up during the warm-up is caught, while the
-    gradual drift of a healthy warm-up widens the range. A quantity that left the range is
-    back when it is within ``sqrt(factor)`` of it again, so that one hovering at the edge is
-    not reported at every measurement."""
-
-    def __init__(self, factor):
-        self.factor = factor
-        self.values = []
-        self.updates = []
-        self.outside = False
-
-    def add(self, update, value, gathering):
-        """Record ``value``; ``(low, high)`` when it leaves the range (first time only), else
-        None."""
-        checked = len(self.values) >= CHECK_AFTER
-        if not math.isfinite(value):
-            if checked and not self.outside:
-                self.outside = True
-                return min(self.values), max(self.values)
-            return None
-        if value <= 0:  # no change measured (an update lost to rounding): nothing to compare
-            return None
-        if checked:
-            low, high = min(self.values), max(self.values)
-            if value > high * self.factor or value < low / self.factor:
-                first = not self.outside
-                self.outside = True
-                return (low, high) if first else None
-            margin = math.sqrt(self.factor)
-            if self.outside and low / margin <= value <= high * margin:
-                self.outside = False
-        if (gathering or len(self.values) < REFERENCE_POINTS) and not self.outside:
-            self.values.append(value)
-            self.updates.append(update)
-        return None
-
-    def state(self):
-        return {"values": list(self.values), "updates": list(self.updates), "outside": self.outside}
-
-    def load(self, state):
-        self.values = [float(v) for v in state.get("values", [])]
-        self.updates = [int(u) for u in state.get("updates", [])]
-        self.outside = bool(state.get("outside", False))
-
-
 class StabilityMonitor:
     """The monitor of one model in one training process (see the module's note)."""
 
     def __init__(self, model, interval, factor=DEFAULT_FACTOR, stop=False):
         self.model, self.interval, self.factor, self.stop = model, interval, factor, stop
         self.fixed = None  # the fixed batch (net_input of FIXED_SENTENCES sentences), rank 0
-        self.references = {}
+        self.ranges = Ranges(factor)  # the early range of every measured quantity
         self.valid = []  # [(update, validation loss)]
         self.warned_stall = False
         self.overflows = 0
@@ -418,45 +361,8 @@ class StabilityMonitor:
             self._warn(trainer, message)
 
     def departures(self, update, lr, values, warmup, peak):
-        """The warnings of one measurement (``values``: name -> number, as logged) against
-        the early ranges, which it updates; ``warmup`` and ``peak`` are the schedule's warm-up
-        updates and peak learning rate."""
-        reference_open = lr >= REFERENCE_LR_SHARE * peak
-        gathering = update <= warmup
-        messages, shares = [], []  # shares: (how far out, message) of the sub-layers' ratios
-        for key, value in values.items():
-            if key.startswith("output_change_per_lr2/"):
-                label = f"the output change per squared learning rate of the {key.split('/')[1]}"
-                observed = value
-            elif key.startswith("share/"):
-                label = f"{key.split('/')[1]}'s branch-to-skip variance ratio share/(1-share)"
-                observed = value / (1 - value) if value < 1 else math.inf
-            else:
-                continue
-            reference = self.references.get(key)
-            if reference is None:
-                if not reference_open:
-                    continue
-                reference = self.references[key] = Reference(self.factor)
-            left = reference.add(update, observed, gathering)
-            if left is None:
-                continue
-            low, high = left
-            detail = (f"share {value:.3g}" if key.startswith("share/")
-                      else f"output change {values[key.replace('_per_lr2', '')]:.3g}")  # fmt: skip
-            message = (f"update {update}: {label} is {observed:.3g} ({detail}), outside "
-                       f"{low:.3g}..{high:.3g} (its range over updates {reference.updates[0]}-"
-                       f"{reference.updates[-1]}) by more than {self.factor:g}x")  # fmt: skip
-            if key.startswith("share/"):
-                shares.append((max(observed / high, low / observed) if observed > 0 else math.inf, message))
-            else:
-                messages.append(message)
-        shares.sort(key=lambda item: -item[0])
-        messages += [message for _, message in shares[:SHOWN_DEPARTURES]]
-        if len(shares) > SHOWN_DEPARTURES:
-            messages.append(f"update {update}: {len(shares) - SHOWN_DEPARTURES} more sub-layers' "
-                            "branch-to-skip ratios left their early range (the farthest are named above)")  # fmt: skip
-        return messages
+        """The warnings of one measurement against the early ranges (:class:`Ranges`)."""
+        return self.ranges.departures(update, lr, values, warmup, peak)
 
     def after_validate(self, trainer, valid_losses):
         """fairseq-train's ``validate``: the validation curve and the compare step's stall rule."""
@@ -517,104 +423,19 @@ class StabilityMonitor:
         raise SystemExit(EXIT_UNSTABLE)
 
     # ------------------------------------------------------------------ checkpoints
+    @property
+    def references(self):
+        return self.ranges.references
+
     def state(self):
-        return {"references": {k: r.state() for k, r in self.references.items()},
-                "valid": [list(p) for p in self.valid], "warned_stall": self.warned_stall}  # fmt: skip
+        return {"references": self.ranges.state(), "valid": [list(p) for p in self.valid],
+                "warned_stall": self.warned_stall}  # fmt: skip
 
     def load(self, state):
         if not isinstance(state, dict):
             return
-        for key, value in state.get("references", {}).items():
-            self.references[key] = Reference(self.factor)
-            self.references[key].load(value)
+        self.ranges.load(state.get("references", {}))
         self.valid = [(int(u), float(v)) for u, v in state.get("valid", [])]
         self.warned_stall = bool(state.get("warned_stall", False))
 
 
-def replay(records, warmup, peak_lr, factor=DEFAULT_FACTOR):
-    """The range warnings a run's recorded measurements give by the rules above: ``records``
-    maps an update to its logged values (``admin_fairseq.recipes.compare.read_log``'s
-    ``monitor``) and the learning rate of that update (``"lr"``, as fairseq logs it after
-    the update: the next one's, close enough for the rule's tenth of the peak)."""
-    watcher = StabilityMonitor(None, interval=1, factor=factor)
-    messages = []
-    for update in sorted(records):
-        values = {k: v for k, v in records[update].items() if k != "lr"}
-        messages += watcher.departures(update, records[update].get("lr", peak_lr), values, warmup, peak_lr)
-    return messages
-
-
-def of(trainer):
-    """The monitor of ``trainer``'s model, or None."""
-    model = trainer.get_model() if hasattr(trainer, "get_model") else None
-    return getattr(model, "admin_monitor", None)
-
-
-_installed = False
-
-
-def install():
-    """Wrap fairseq's ``Trainer.train_step``, ``clip_grad_norm``, ``save_checkpoint``,
-    ``load_checkpoint`` and fairseq-train's ``validate``. Idempotent; each wrapper calls
-    fairseq's own method alone when the model has no monitor."""
-    global _installed
-    if _installed:
-        return
-    _installed = True
-    from fairseq.trainer import Trainer
-
-    train_step, clip_grad_norm = Trainer.train_step, Trainer.clip_grad_norm
-    save_checkpoint, load_checkpoint = Trainer.save_checkpoint, Trainer.load_checkpoint
-
-    def monitored_train_step(self, samples, raise_oom=False):
-        monitor = of(self)
-        if monitor is None or getattr(monitor, "_inside", False):  # AMP retries recurse
-            return train_step(self, samples, raise_oom)
-        _wrap_validate()
-        monitor._inside = True
-        try:
-            return monitor.around_train_step(self, lambda s, r: train_step(self, s, r), samples, raise_oom)
-        finally:
-            monitor._inside = False
-
-    def monitored_clip_grad_norm(self, clip_norm):
-        monitor = of(self)
-        if monitor is None:
-            return clip_grad_norm(self, clip_norm)
-        return monitor.around_clip_grad_norm(self, lambda c: clip_grad_norm(self, c), clip_norm)
-
-    def saving(self, filename, extra_state):
-        monitor = of(self)
-        if monitor is not None and isinstance(extra_state, dict):
-            extra_state = {**extra_state, "admin_monitor": monitor.state()}
-        return save_checkpoint(self, filename, extra_state)
-
-    def loading(self, *args, **kwargs):
-        extra_state = load_checkpoint(self, *args, **kwargs)
-        monitor = of(self)
-        if monitor is not None and isinstance(extra_state, dict):
-            monitor.load(extra_state.get("admin_monitor"))
-        return extra_state
-
-    Trainer.train_step = monitored_train_step
-    Trainer.clip_grad_norm = monitored_clip_grad_norm
-    Trainer.save_checkpoint = saving
-    Trainer.load_checkpoint = loading
-
-
-def _wrap_validate():
-    """fairseq-train's ``validate`` (its module is imported by then), once."""
-    train_cli = sys.modules.get("fairseq_cli.train")
-    if train_cli is None or getattr(train_cli.validate, "admin_monitor", False):
-        return
-    validate = train_cli.validate
-
-    def monitored_validate(cfg, trainer, task, epoch_itr, subsets):
-        valid_losses = validate(cfg, trainer, task, epoch_itr, subsets)
-        monitor = of(trainer)
-        if monitor is not None:
-            monitor.after_validate(trainer, valid_losses)
-        return valid_losses
-
-    monitored_validate.admin_monitor = True
-    train_cli.validate = monitored_validate
