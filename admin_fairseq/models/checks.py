@@ -10,9 +10,8 @@ import sys
 import torch
 
 from admin_fairseq.core.omega import canonical_scale
+from admin_fairseq.models.options import DEFAULT_OUTPUT_CHANGE_SCALE
 from admin_fairseq.models.profile import _omega_residuals
-
-DEFAULT_OUTPUT_CHANGE_SCALE = "O(logn)"
 
 
 def check_admin_args(args):

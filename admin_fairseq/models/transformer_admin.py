@@ -40,9 +40,10 @@ from fairseq.modules.checkpoint_activations import checkpoint_wrapper
 
 from admin_fairseq import atomic, monitor
 from admin_fairseq.core.deepnorm import encoder_decoder_constants
-from admin_fairseq.core.omega import OUTPUT_CHANGE_SCALES, calculate_init
+from admin_fairseq.core.omega import calculate_init
+from admin_fairseq.models import options
 from admin_fairseq.models.checks import (  # noqa: F401  (check_admin_args: the model's public check)
-    DEFAULT_OUTPUT_CHANGE_SCALE, check_admin_args, check_bf16, check_half_precision_device, check_omega_shapes)
+    check_admin_args, check_bf16, check_half_precision_device, check_omega_shapes)
 from admin_fairseq.models.profile import _omega_residuals, load_omega_profile
 from admin_fairseq.modules.transformer_layer import (
     AdminDecoderLayer,
@@ -137,90 +138,7 @@ class AdminTransformerModel(TransformerModel):
     @classmethod
     def add_args(cls, parser):
         super().add_args(parser)
-        # No defaults here: they live in the architecture functions (fairseq convention),
-        # so that checkpoints written before a flag existed still load.
-        parser.add_argument(
-            "--admin-init",
-            action="store_true",
-            help="rescale every Post-LN residual as LN(omega * x + f(x)) with Admin's "
-            "omega; without it the model is exactly fairseq's transformer",
-        )
-        parser.add_argument(
-            "--admin-output-change-scale",
-            choices=OUTPUT_CHANGE_SCALES + ("default",),
-            help="how the output change grows with depth, which sets omega: O(logn) "
-            "(default; 'default' is an alias), O(1) (more stable), O(n) (omega = 1, "
-            "vanilla Post-LN)",
-        )
-        parser.add_argument(
-            "--admin-as-parameter",
-            action="store_true",
-            help="make each omega a trainable vector of size embed_dim (as in the "
-            "published recipes) instead of a fixed scalar buffer",
-        )
-        parser.add_argument(
-            "--admin-profile",
-            action="store_true",
-            help="with --admin-init: the original, profiled Admin; omega follows the "
-            "variance recursion on the first training batch, then trains as vectors",
-        )
-        parser.add_argument(
-            "--admin-profile-from",
-            metavar="PATH",
-            help="with --admin-init: take the profiled omegas from an earlier checkpoint "
-            "(.pt) or JSON file instead of profiling (implies --admin-profile)",
-        )
-        parser.add_argument(
-            "--admin-profile-to",
-            metavar="FILE",
-            help="with --admin-init: profile the first training batch, write the omegas to "
-            "FILE (JSON, for --admin-profile-from) and stop before the first update",
-        )
-        parser.add_argument(
-            "--bf16-autocast",
-            action="store_true",
-            help="compute in bfloat16 through torch.autocast: weights, gradients, optimizer "
-            "state and checkpoints stay fp32, and no loss scaler is needed (GPUs with bf16, "
-            "Ampere and newer, and CPUs); fairseq 0.12's own --bf16 runs on TPUs only",
-        )
-        parser.add_argument(
-            "--admin-omega-fp32",
-            action="store_true",
-            help="with trainable omegas under --fp16/--memory-efficient-fp16: keep the omegas "
-            "in fp32 while the rest of the model is fp16, so that small updates are not lost "
-            "to fp16 rounding (off by default: the published recipes' behaviour)",
-        )
-        parser.add_argument(
-            "--admin-monitor-interval",
-            type=int,
-            metavar="N",
-            help="every N updates, record per layer the branch's share of the "
-            "variance before each LayerNorm, the omegas, the gradient norm and the output change "
-            "the update caused on a fixed batch, in fairseq's log and TensorBoard, and warn when "
-            "they leave their early range (0: off, the default; "
-            f"{monitor.DEFAULT_INTERVAL} is a good start)",
-        )
-        parser.add_argument(
-            "--admin-monitor-factor",
-            type=float,
-            metavar="F",
-            help="with --admin-monitor-interval: warn when the output change per update or a "
-            "branch share leaves the range it held early in the run by more than F times "
-            f"(default {monitor.DEFAULT_FACTOR:g})",
-        )
-        parser.add_argument(
-            "--admin-monitor-stop",
-            action="store_true",
-            help="with --admin-monitor-interval: stop the run on the monitor's first warning "
-            f"(exit status {monitor.EXIT_UNSTABLE}) instead of going on",
-        )
-        parser.add_argument(
-            "--deepnet",
-            action="store_true",
-            help="DeepNet/DeepNorm baseline: alpha-scaled skip branch, Xavier-normal "
-            "initial weights of gain beta (v_proj, out_proj, fc1, fc2) and 1 (q_proj, "
-            "k_proj); not with --admin-init",
-        )
+        options.add_args(parser)  # each flag declared once, in models/options.py
 
     def __init__(self, args, encoder, decoder):
         super().__init__(args, encoder, decoder)
@@ -359,20 +277,7 @@ class AdminTransformerModel(TransformerModel):
 
 
 def _admin_defaults(args):
-    args.admin_init = getattr(args, "admin_init", False)
-    args.admin_output_change_scale = getattr(
-        args, "admin_output_change_scale", DEFAULT_OUTPUT_CHANGE_SCALE
-    )
-    args.admin_as_parameter = getattr(args, "admin_as_parameter", False)
-    args.admin_profile = getattr(args, "admin_profile", False)
-    args.admin_profile_from = getattr(args, "admin_profile_from", None)
-    args.admin_profile_to = getattr(args, "admin_profile_to", None)
-    args.deepnet = getattr(args, "deepnet", False)
-    args.bf16_autocast = getattr(args, "bf16_autocast", False)
-    args.admin_omega_fp32 = getattr(args, "admin_omega_fp32", False)
-    args.admin_monitor_interval = getattr(args, "admin_monitor_interval", 0)
-    args.admin_monitor_factor = getattr(args, "admin_monitor_factor", monitor.DEFAULT_FACTOR)
-    args.admin_monitor_stop = getattr(args, "admin_monitor_stop", False)
+    options.set_defaults(args)
 
 
 @register_model_architecture("transformer_admin", "transformer_admin")
