@@ -56,3 +56,17 @@ def test_a_checkpoint_of_version_0_1_0_still_loads():
     src = torch.tensor([[5, 6, 7, 2]])
     out, _ = model(src, torch.tensor([4]), torch.tensor([[2, 5, 6]]))
     assert out.shape == (1, 3, len(task.target_dictionary)) and torch.isfinite(out).all()
+
+
+def test_the_checks_change_nothing_in_the_configuration():
+    import copy
+
+    from admin_fairseq.models.checks import check_admin_args
+
+    for flags in ([], ["--admin-init", "--admin-output-change-scale", "default"],
+                  ["--admin-init", "--admin-profile-from", "profile.json"], ["--admin-init", "--admin-profile-to", "p.json"]):  # fmt: skip
+        args = _parse(*flags)
+        before = copy.deepcopy(vars(args))
+        check_admin_args(args)
+        assert vars(args) == before, flags
+    assert options.profiled(_parse("--admin-init", "--admin-profile-to", "p.json"))

@@ -10,19 +10,17 @@ import sys
 import torch
 
 from admin_fairseq.core.omega import canonical_scale
-from admin_fairseq.models.options import DEFAULT_OUTPUT_CHANGE_SCALE
+from admin_fairseq.models.options import DEFAULT_OUTPUT_CHANGE_SCALE, profiled
 from admin_fairseq.models.profile import _omega_residuals
 
 
 def check_admin_args(args):
     """Validate the Admin/DeepNet flags against the rest of the configuration, in one
-    place. Raises ``ValueError`` naming the flags at fault; normalises the output-change
-    scale's spelling (``default`` -> ``O(logn)``)."""
-    args.admin_output_change_scale = canonical_scale(
-        args.admin_output_change_scale, "--admin-output-change-scale"
-    )
-    if (args.admin_profile_from or args.admin_profile_to) and not args.admin_profile:
-        args.admin_profile = True  # a given or written profile is the profiled variant
+    place. Raises ``ValueError`` naming the flags at fault; changes nothing in ``args``
+    (``default`` stays the alias of ``O(logn)`` it is; a given or written profile is the
+    profiled variant through :func:`~admin_fairseq.models.options.profiled`)."""
+    scale = canonical_scale(args.admin_output_change_scale, "--admin-output-change-scale")
+    is_profiled = profiled(args)
     if args.admin_profile_from and args.admin_profile_to:
         raise ValueError("--admin-profile-from reads a profile and --admin-profile-to writes "
                          "one; give one of them")
@@ -34,14 +32,14 @@ def check_admin_args(args):
     if not args.admin_init:
         for flag, value, default in (
             ("--admin-as-parameter", args.admin_as_parameter, False),
-            ("--admin-output-change-scale", args.admin_output_change_scale, DEFAULT_OUTPUT_CHANGE_SCALE),
-            ("--admin-profile/--admin-profile-from/--admin-profile-to", args.admin_profile, False),
+            ("--admin-output-change-scale", scale, DEFAULT_OUTPUT_CHANGE_SCALE),
+            ("--admin-profile/--admin-profile-from/--admin-profile-to", is_profiled, False),
         ):  # fmt: skip
             if value != default:
                 raise ValueError(
                     f"{flag} has no effect without --admin-init; add --admin-init or drop {flag}"
                 )
-    if getattr(args, "admin_omega_fp32", False) and not (args.admin_as_parameter or args.admin_profile):
+    if getattr(args, "admin_omega_fp32", False) and not (args.admin_as_parameter or is_profiled):
         raise ValueError(
             "--admin-omega-fp32 keeps trainable omegas in fp32; it needs --admin-as-parameter "
             "or --admin-profile (the scalar omegas of --admin-init alone are fixed buffers)"
@@ -55,7 +53,7 @@ def check_admin_args(args):
     # admin_profile_source: the omegas came from a profile file when the model was trained
     # and live in its checkpoint since (build_model records it); loading it profiles nothing
     given = args.admin_profile_from or args.admin_profile_to or getattr(args, "admin_profile_source", None)
-    profiles_in_training = args.admin_profile and not given
+    profiles_in_training = is_profiled and not given
     if profiles_in_training and fp16_master_copies:
         # fairseq's FP16Optimizer copies the parameters to fp32 when it is built, before
         # the first batch, and copies them back after every step: it would overwrite the
@@ -66,12 +64,12 @@ def check_admin_args(args):
             "--memory-efficient-fp16 (the published recipes' setting) or --amp, or pass a "
             "profile written by a run with --admin-profile-to FILE with --admin-profile-from FILE"
         )
-    if args.admin_profile and getattr(args, "ddp_backend", None) == "fully_sharded":
+    if is_profiled and getattr(args, "ddp_backend", None) == "fully_sharded":
         raise ValueError(
             "--admin-profile does not support --ddp-backend fully_sharded (the profile is "
             "taken and broadcast on unsharded layers); use another --ddp-backend"
         )
-    if args.admin_profile and args.admin_output_change_scale != DEFAULT_OUTPUT_CHANGE_SCALE:
+    if is_profiled and scale != DEFAULT_OUTPUT_CHANGE_SCALE:
         raise ValueError(
             "--admin-output-change-scale does not apply to --admin-profile: the profiled "
             "omegas come from the data; drop one of them"

@@ -75,6 +75,14 @@ OPTIONS = (
 )  # fmt: skip
 
 
+def profiled(cfg):
+    """Whether ``cfg`` is profiled Admin: ``--admin-profile``, or a profile given
+    (``--admin-profile-from``), to be written (``--admin-profile-to``), or taken from a file
+    when the model was trained (``admin_profile_source``, which its checkpoint records)."""
+    return bool(getattr(cfg, "admin_profile", False) or getattr(cfg, "admin_profile_from", None)
+                or getattr(cfg, "admin_profile_to", None) or getattr(cfg, "admin_profile_source", None))  # fmt: skip
+
+
 def add_args(parser):
     """Add every flag of :data:`OPTIONS` to ``parser``, without a default."""
     for option in OPTIONS:

@@ -61,7 +61,7 @@ def _residual_plan(cfg, side, sublayers_per_layer):
         constants = encoder_decoder_constants(cfg.encoder.layers, cfg.decoder.layers)
         stack = constants[0] if side == "encoder" else constants[1]
         return stack.alpha, False, stack.beta
-    if cfg.admin_profile:  # a placeholder until the first training batch is profiled
+    if options.profiled(cfg):  # a placeholder until the first training batch is profiled
         return 1.0, True, None
     omega = calculate_init(sublayers_per_layer * layers, cfg.admin_output_change_scale)
     return omega, cfg.admin_as_parameter, None
@@ -142,7 +142,7 @@ class AdminTransformerModel(TransformerModel):
 
     def __init__(self, args, encoder, decoder):
         super().__init__(args, encoder, decoder)
-        if getattr(args, "admin_profile", False):
+        if options.profiled(args):
             # 0 until the omegas are profiled (or loaded); saved with the checkpoint
             self.register_buffer("admin_omega_profiled", torch.zeros(()))
         self.admin_profile_to = getattr(args, "admin_profile_to", None)
