@@ -9,7 +9,6 @@ import itertools
 import json
 import math
 import os
-import re
 import shlex
 import shutil
 import subprocess

@@ -23,7 +23,6 @@ before`` give Pre-LN. The variants, all Post-LN ``LN(omega * x + f(x))``:
 import json
 import logging
 import sys
-from pathlib import Path
 
 import torch
 

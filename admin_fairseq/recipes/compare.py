@@ -34,7 +34,6 @@ from admin_fairseq.curves import (  # noqa: F401  the stall rule and baseline, a
     BASELINE_MARGIN, PEER_GAIN, STALL_GAIN, STALL_GAP, frequency_loss, second_half_gain, stalled_runs)
 from admin_fairseq.recipes import RecipeError
 from admin_fairseq.recipes.record import RunRecord
-from admin_fairseq.errors import UserError
 
 #: fairseq logs its losses in bits per token (its criterions divide by ln 2); so are these
 DIVERGED_RISE = 1.0  # bits
