@@ -8,6 +8,8 @@ import re
 import pytest
 import torch
 
+from admin_fairseq.models import options
+
 from recipe_runs import evaluate_and_convert, train_gpu_command
 from recipe_runs import state as saved_state
 
@@ -28,7 +30,7 @@ def test_radam_fp16_two_step_profiled_admin_trains_evaluates_and_converts(bible_
     state = saved_state(run)
     model_cfg = state["cfg"]["model"]
     assert state["cfg"]["optimizer"]["_name"] == "radam" and state["cfg"]["common"]["fp16"]
-    assert model_cfg.admin_profile and model_cfg.admin_profile_source == str(run / "admin_profile.json")
+    assert options.profiled(model_cfg) and model_cfg.admin_profile_source == str(run / "admin_profile.json")
     first = state["model"]["encoder.layers.0.self_attn_residual.omega"]
     assert first.shape == (16,) and first.dtype == torch.float32  # fp32 master weights saved
     assert state["optimizer_history"][-1]["num_updates"] >= 2
