@@ -53,8 +53,9 @@ def home(tmp_path):
     return tmp_path
 
 
-def _run_record(home, seed):
-    settings = train.settings(["--data", str(home / "data"), "--method", "admin", "--depth", "2-2",
+def _run_record(home, seed=1, data="data"):
+    """The record the train step plans for a small run in ``{home}/run`` (not written)."""
+    settings = train.settings(["--data", str(home / data), "--method", "admin", "--depth", "2-2",
                                "--batch", "1x1024", "--recipe", "regular", "--size", "cpu", "--cpu",
                                "--updates", "10", "--save-dir", str(home / "run"), "--seed", str(seed)])  # fmt: skip
     return plan.build(settings)[1]
@@ -257,9 +258,7 @@ def test_the_main_job_fails_with_the_runs_name_when_a_run_fails(bible_recipe_dat
 def test_a_score_of_an_earlier_run_in_the_folder_is_not_shown(tmp_path):
     """eval/test.json records which run it scored (the run's start): after a new run in the
     same folder, the earlier run's score is not shown; the same run's is."""
-    record = plan.build(train.settings(["--data", str(tmp_path / "d"), "--method", "admin", "--depth", "2-2",
-                                        "--batch", "1x1024", "--recipe", "regular", "--size", "cpu", "--cpu",
-                                        "--updates", "10", "--save-dir", str(tmp_path / "run")]))[1]  # fmt: skip
+    record = _run_record(tmp_path, data="d")
     (tmp_path / "run" / "eval").mkdir(parents=True)
     scores = {"bleu": 31.0, "chrf": 50.0, "tokenized_bleu": 32.0, "bleu_signature": "x",
               "run_started": "2026-01-01 10:00:00"}  # fmt: skip
@@ -432,9 +431,7 @@ def test_ctrl_c_in_the_train_step_ends_with_one_line_exit_130_and_the_run_record
 
 
 def test_compare_writes_its_table_and_exits_1_naming_a_failed_run(tmp_path):
-    record = plan.build(train.settings(["--data", str(tmp_path / "d"), "--method", "admin", "--depth", "2-2",
-                                        "--batch", "1x1024", "--recipe", "regular", "--size", "cpu", "--cpu",
-                                        "--updates", "10", "--save-dir", str(tmp_path / "run")]))[1]  # fmt: skip
+    record = _run_record(tmp_path, data="d")
     record.replace(status="failed (exit 1)", exit_code=1).write()
     (tmp_path / "run" / "train.log").write_text("Traceback (most recent call last):\n")
     code, err = _call("compare", [str(tmp_path / "run"), "--out", str(tmp_path / "cmp")])
